@@ -1,0 +1,111 @@
+"""Benchmarks that print figures (nothing here asserts a speed).
+
+``bench train`` measures training images/s of this project's loop (:func:`sparse_survey.train.fit`:
+the whole data set on the device, augmentation there in batches) against a plain baseline written
+the common way: a torchvision ``DataLoader`` over PIL images with CPU transforms (random crop with
+4-pixel padding, horizontal flip, ``ToTensor``, ``Normalize``), fp32, batch 128. Both train the
+same freshly initialised model on the same images in the same process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import data as datasets
+from . import models
+from .train import Recipe, default_device, fit
+
+
+class PILImages(torch.utils.data.Dataset):
+    """An ImageSet served image by image as PIL images through torchvision transforms."""
+
+    def __init__(self, data: datasets.ImageSet, transform):
+        from PIL import Image
+
+        self.images = [Image.fromarray(x) for x in data.images.permute(0, 2, 3, 1).numpy()]
+        self.labels = data.labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def baseline_images_per_s(model: nn.Module, data: datasets.ImageSet, device: torch.device,
+                          batch_size: int = 128, workers: int = 2, warmup: int = 5) -> float:
+    """Train one epoch the common way and return images/s over all but the warm-up batches."""
+    from torchvision import transforms
+
+    transform = transforms.Compose([
+        transforms.RandomCrop(data.shape[1], padding=data.crop_padding),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(data.mean, data.std),
+    ])
+    loader = torch.utils.data.DataLoader(PILImages(data, transform), batch_size=batch_size,
+                                         shuffle=True, num_workers=workers, drop_last=True,
+                                         pin_memory=device.type == "cuda")
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    seen, start = 0, None
+    for i, (x, y) in enumerate(loader):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seen, start = 0, time.perf_counter()
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - start)
+
+
+def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: str = "cifar10",
+                data_root=None, images: int | None = None, batch_size: int | None = None,
+                device: str | None = None, compile: bool = False, seed: int = 0) -> dict:
+    """Measure both loops and print a small table; returns the figures."""
+    device = torch.device(device) if device else default_device()
+    cuda = device.type == "cuda"
+    width = width if width is not None else (1.0 if cuda else 0.25)
+    batch_size = batch_size or (512 if cuda else 128)
+    images = images or (50_000 if cuda else 10_000)
+    train, _ = datasets.load(dataset, data_root, limit_per_class=max(1, images // 10))
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(seed)
+        c, h, _ = train.shape
+        return models.build(model_name, len(train.classes), c, width, image_size=h)
+
+    workers = min(2, os.cpu_count() or 1)
+    baseline = baseline_images_per_s(fresh(), train, device, workers=workers)
+    recipe = Recipe(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4,
+                    schedule="constant")
+    model = fresh()
+    fit(model, train.per_class(max(1, 8 * batch_size // 10)), recipe, device=device,
+        compile=compile, progress=False)  # warm-up (and compilation)
+    ours = fit(model, train, recipe, device=device, seed=seed + 1, compile=compile,
+               progress=False).final["images_per_s"]
+    figures = {"model": model_name, "width": width, "device": str(device),
+               "images": len(train), "baseline_images_per_s": baseline,
+               "baseline_setup": f"DataLoader, {workers} workers, CPU transforms, fp32, batch 128",
+               "ours_images_per_s": ours,
+               "ours_setup": f"data on device, batch {batch_size}"
+                             + (", bf16, channels_last" if cuda else ", fp32")
+                             + (", torch.compile" if compile else ""),
+               "ratio": ours / baseline}
+    print(f"training throughput, {model_name} width {width} on {device}, {len(train)} images")
+    print(f"  baseline  {baseline:10.0f} images/s   ({figures['baseline_setup']})")
+    print(f"  this loop {ours:10.0f} images/s   ({figures['ours_setup']})")
+    print(f"  ratio     {figures['ratio']:10.2f}x")
+    return figures

@@ -1,0 +1,123 @@
+"""The command line: ``python -m sparse_survey <command> ...`` (``--help`` on each command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from . import data as datasets
+from . import models
+from .train import SCHEDULES, Recipe, default_device, fit
+
+
+def add_data_options(p: argparse.ArgumentParser, dataset: str = "cifar10") -> None:
+    p.add_argument("--dataset", default=dataset, choices=datasets.DATASETS,
+                   help="data set (default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="where CIFAR-10 is: a torchvision folder, an ImageFolder folder, or a .zip "
+                        "or .tar.gz of one (default: $SPARSE_SURVEY_DATA, then a download)")
+    p.add_argument("--limit-per-class", type=int, default=None, metavar="N",
+                   help="use only N images per class in each split (default: all)")
+
+
+def add_model_options(p: argparse.ArgumentParser, model: str = "vgg16") -> None:
+    p.add_argument("--model", default=model, choices=models.MODELS,
+                   help="model (default: %(default)s)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="channel width multiplier (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu or cuda (default: cuda when available)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m sparse_survey", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a dense model and report its accuracy",
+                                description="Train a dense model; print test accuracy and "
+                                            "images/s per epoch.")
+    add_model_options(train)
+    add_data_options(train)
+    defaults = Recipe()
+    train.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="batch size (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=defaults.lr,
+                       help="peak learning rate (default: %(default)s)")
+    train.add_argument("--momentum", type=float, default=defaults.momentum,
+                       help="SGD momentum, Nesterov (default: %(default)s)")
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                       help="weight decay (default: %(default)s)")
+    train.add_argument("--schedule", default="onecycle", choices=SCHEDULES,
+                       help="learning-rate schedule (default: %(default)s)")
+    train.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    bench_commands = bench.add_subparsers(dest="bench", required=True)
+    bench_train = bench_commands.add_parser(
+        "train", help="training images/s: this loop against a common DataLoader baseline",
+        description="Training images/s of this project's loop and of a plain DataLoader "
+                    "baseline (CPU transforms, fp32, batch 128) on the same model, and their "
+                    "ratio.")
+    bench_train.add_argument("--model", default="vgg16", choices=models.MODELS,
+                             help="model (default: %(default)s)")
+    bench_train.add_argument("--width", type=float, default=None,
+                             help="width multiplier (default: 1 on a GPU, 0.25 on a CPU)")
+    bench_train.add_argument("--images", type=int, default=None,
+                             help="training images per measurement (default: 50000 on a GPU, "
+                                  "10000 on a CPU)")
+    bench_train.add_argument("--batch-size", type=int, default=None,
+                             help="batch size of this loop (default: 512 on a GPU, 128 on a CPU)")
+    bench_train.add_argument("--compile", action="store_true", help="compile this loop's model")
+    bench_train.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    bench_train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
+                             help="data set (default: %(default)s)")
+    bench_train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
+    return top
+
+
+def run_train(args: argparse.Namespace) -> int:
+    device = torch.device(args.device) if args.device else default_device()
+    train, test = datasets.load(args.dataset, args.data_root, args.limit_per_class)
+    torch.manual_seed(args.seed)
+    c, h, _ = train.shape
+    model = models.build(args.model, len(train.classes), c, args.width, image_size=h)
+    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    momentum=args.momentum, weight_decay=args.weight_decay,
+                    schedule=args.schedule, milestones=(args.epochs // 2, args.epochs * 3 // 4))
+    print(f"{args.model} (width {args.width}) on {train.name}: {len(train)} training, "
+          f"{len(test)} test images, device {device}")
+    start = time.perf_counter()
+    history = fit(model, train, recipe, test, device=device, seed=args.seed,
+                  compile=args.compile, progress=not args.no_progress)
+    for e in history.epochs:
+        print(f"epoch {e['epoch']:3d}  loss {e['train_loss']:.4f}  train acc {e['train_acc']:.4f}"
+              f"  test acc {e['test_acc']:.4f}  {e['images_per_s']:8.0f} images/s")
+    if history.diverged:
+        print(f"diverged: {history.error}", file=sys.stderr)
+        return 1
+    print(f"final test accuracy {history.final['test_acc']:.4f} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_train
+
+    bench_train(args.model, args.width, args.dataset, args.data_root, args.images,
+                args.batch_size, args.device, args.compile)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"train": run_train, "bench": run_bench}[args.command](args)
+    except (datasets.DataNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

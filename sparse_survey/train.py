@@ -1,0 +1,173 @@
+"""Training and evaluation loops for (masked) models.
+
+One loop for every budget: :class:`Recipe` holds a training protocol's numbers, :func:`fit` runs it
+on whole-tensor :class:`~sparse_survey.data.Loader` batches and returns a per-epoch history. Masked
+weights (see :mod:`sparse_survey.masks`) are re-zeroed after every optimizer step, so momentum and
+weight decay cannot revive them. On CUDA the loop uses bf16 autocast and channels_last; on request
+it compiles the model with ``torch.compile``. A NaN or infinite loss stops the run and marks it
+diverged instead of training on garbage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from . import masks
+from .data import ImageSet, Loader
+
+SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training protocol. ``milestones`` are epochs at which ``multistep`` multiplies the learning
+    rate by ``gamma``; ``onecycle`` warms up linearly for ``warmup`` of the run, then decays
+    linearly to zero; ``cosine`` anneals from ``lr`` to zero. The default is the survey's
+    ("paper") protocol."""
+
+    epochs: int = 160
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    schedule: str = "multistep"
+    milestones: tuple[int, ...] = (60, 120)
+    gamma: float = 0.1
+    warmup: float = 0.2
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("Nesterov momentum needs momentum > 0 (or nesterov=False)")
+
+    def lr_factor(self, epoch: float) -> float:
+        """The learning-rate multiplier at a (fractional) epoch."""
+        t = epoch / self.epochs
+        if self.schedule == "multistep":
+            return self.gamma ** sum(epoch >= m for m in self.milestones)
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if self.schedule == "onecycle":
+            return t / self.warmup if t < self.warmup else (1 - t) / (1 - self.warmup)
+        return 1.0
+
+
+@dataclass
+class History:
+    """What :func:`fit` returns: one dict per finished epoch, and whether the loss blew up."""
+
+    epochs: list[dict] = field(default_factory=list)
+    diverged: bool = False
+    error: str | None = None
+
+    @property
+    def final(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None = None,
+        device: str | torch.device | None = None, seed: int = 0, compile: bool = False,
+        progress: bool = True, eval_every: int = 1) -> History:
+    """Train ``model`` in place by ``recipe`` on ``train``; evaluate on ``test`` every
+    ``eval_every`` epochs and after the last. ``seed`` fixes the data order and augmentation
+    (initialise the model's weights before calling). Returns the per-epoch :class:`History`.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    cuda = device.type == "cuda"
+    model.to(device)
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+    loader = Loader(train, recipe.batch_size, device, train=True, seed=seed, channels_last=cuda)
+    test_loader = Loader(test, 1024, device, channels_last=cuda) if test is not None else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
+                                **({"fused": True} if cuda else {}))
+    steps = len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: recipe.lr_factor(s / steps))
+    step_fn = torch.compile(model) if compile else model
+    history = History()
+    bar = tqdm(total=recipe.epochs * steps, desc="train", unit="batch", disable=not progress,
+               leave=False)
+    for epoch in range(recipe.epochs):
+        model.train()
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for i, (x, y) in enumerate(loader):
+            with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+                logits = step_fn(x)
+                loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            masks.apply(model)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            bar.update()
+            if i % 50 == 0 or i == steps - 1:  # a sync: check for divergence only now and then
+                running = (loss_sum / seen).item()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
+                if not math.isfinite(running):
+                    history.diverged = True
+                    history.error = f"loss became {running} in epoch {epoch + 1}, step {i + 1}"
+                    bar.close()
+                    return history
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  "train_loss": (loss_sum / seen).item(), "train_acc": correct.item() / seen,
+                  "seconds": seconds, "images_per_s": seen / seconds}
+        last = epoch + 1 == recipe.epochs
+        if test_loader is not None and ((epoch + 1) % eval_every == 0 or last):
+            record["test_loss"], record["test_acc"] = evaluate(model, test_loader)
+        history.epochs.append(record)
+    bar.close()
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.device | None = None,
+             batch_size: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` on a data set, in eval mode.
+
+    ``data`` may be an :class:`ImageSet` (a loader is made on ``device``) or a ready ``Loader``.
+    The model's train/eval mode is restored afterwards.
+    """
+    if isinstance(data, ImageSet):
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        data = Loader(data, batch_size, device, channels_last=device.type == "cuda")
+    was_training = model.training
+    model.eval()
+    cuda = data.device.type == "cuda"
+    loss_sum = torch.zeros((), device=data.device)
+    correct = torch.zeros((), device=data.device, dtype=torch.long)
+    for x, y in data:
+        with torch.autocast(data.device.type, torch.bfloat16, enabled=cuda):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    n = len(data.labels)
+    return loss_sum.item() / n, correct.item() / n

@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from sparse_survey import models
+from sparse_survey.train import Recipe, evaluate, fit
+
+
+def mlp():
+    return models.build("mlp", in_channels=1, image_size=8)
+
+
+def test_fit_learns_digits_and_records_every_epoch(digits):
+    train, test = digits
+    history = fit(mlp(), train, Recipe(epochs=4, batch_size=64, lr=0.05, schedule="onecycle"),
+                  test, progress=False)
+    assert not history.diverged and [e["epoch"] for e in history.epochs] == [1, 2, 3, 4]
+    assert history.final["test_acc"] > 0.85
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert all(e["images_per_s"] > 0 for e in history.epochs)
+
+
+def test_fit_is_reproducible_for_a_seed(digits):
+    train, _ = digits
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = mlp()
+        fit(model, train, Recipe(epochs=1, batch_size=64, lr=0.05), seed=5, progress=False)
+        results.append(torch.cat([p.flatten() for p in model.parameters()]))
+    assert torch.equal(*results)
+
+
+def test_a_nan_loss_stops_the_run_and_marks_it_diverged(digits):
+    train, _ = digits
+    recipe = Recipe(epochs=3, batch_size=64, lr=1e12, momentum=0.0, nesterov=False,
+                    schedule="constant")
+    history = fit(mlp(), train, recipe, progress=False)
+    assert history.diverged and "loss became" in history.error
+    assert len(history.epochs) < 3
+
+
+@pytest.mark.parametrize(("schedule", "epoch", "factor"), [
+    ("multistep", 59.9, 1.0), ("multistep", 60, 0.1), ("multistep", 150, 0.01),
+    ("cosine", 0, 1.0), ("cosine", 80, 0.5), ("cosine", 160, 0.0),
+    ("onecycle", 16, 0.5), ("onecycle", 32, 1.0), ("onecycle", 160, 0.0),
+    ("constant", 100, 1.0),
+])
+def test_schedules(schedule, epoch, factor):
+    assert math.isclose(Recipe(schedule=schedule).lr_factor(epoch), factor, abs_tol=1e-12)
+
+
+def test_bad_recipe_is_rejected():
+    with pytest.raises(ValueError, match="unknown schedule"):
+        Recipe(schedule="step")
+    with pytest.raises(ValueError, match="positive"):
+        Recipe(epochs=0)
+    with pytest.raises(ValueError, match="Nesterov"):
+        Recipe(momentum=0.0)
+
+
+def test_evaluate_counts_correctly_and_restores_the_mode(digits):
+    _, test = digits
+    model = mlp().train()
+    loss, acc = evaluate(model, test)
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model((test.images.float() / 255 - test.mean[0]) / test.std[0])
+    assert acc == pytest.approx((logits.argmax(1) == test.labels).float().mean().item())
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, test.labels).item(),
+                                 rel=1e-5)
