@@ -1,10 +1,11 @@
 """sparse_survey: pruning methods for neural networks, compared and measured.
 
 ``import sparse_survey as ss`` gives the modules: ``ss.models`` (model zoo), ``ss.data`` (data sets
-and the on-device loader), ``ss.masks`` (prunable weights and masks), ``ss.train`` (training).
+and the on-device loader), ``ss.masks`` (prunable weights and masks), ``ss.pruners`` (the pruning
+methods), ``ss.train`` (training).
 """
 
-from . import data, masks, models, train
+from . import data, masks, models, pruners, train
 
-__all__ = ["data", "masks", "models", "train"]
+__all__ = ["data", "masks", "models", "pruners", "train"]
 __version__ = "0.1.0"

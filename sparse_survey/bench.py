@@ -1,5 +1,9 @@
 """Benchmarks that print figures (nothing here asserts a speed).
 
+``bench prune`` times each method's scoring (one round) and its full pruning to compression 1
+(with the method's default number of rounds: 100 for SynFlow) on VGG16, on the CPU and on a GPU
+when one is available, with one batch of 128 random CIFAR-shaped inputs for SNIP and GraSP.
+
 ``bench train`` measures training images/s of this project's loop (:func:`sparse_survey.train.fit`:
 the whole data set on the device, augmentation there in batches) against a plain baseline written
 the common way: a torchvision ``DataLoader`` over PIL images with CPU transforms (random crop with
@@ -17,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import data as datasets
-from . import models
+from . import models, pruners
 from .train import Recipe, default_device, fit
 
 
@@ -109,3 +113,42 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
     print(f"  this loop {ours:10.0f} images/s   ({figures['ours_setup']})")
     print(f"  ratio     {figures['ratio']:10.2f}x")
     return figures
+
+
+def _timed(device: torch.device, fn, *args, **kwargs) -> float:
+    """Seconds that ``fn(*args, **kwargs)`` takes, the device synchronised on both ends."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_prune(model_name: str = "vgg16", width: float = 1.0, compression: float = 1.0,
+                devices: list[str] | None = None, batch_size: int = 128) -> list[dict]:
+    """Time scoring and pruning of every method on each device; print a table."""
+    if devices is None:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rows = []
+    print(f"pruning {model_name} (width {width}) to compression {compression}; "
+          f"SNIP and GraSP on one batch of {batch_size} random 3x32x32 inputs")
+    print(f"{'device':8} {'method':8} {'score (1 round)':>16} {'rounds':>7} {'prune':>10}")
+    for name in devices:
+        device = torch.device(name)
+        g = torch.Generator().manual_seed(0)
+        batches = [(torch.randn(batch_size, 3, 32, 32, generator=g).to(device),
+                    torch.randint(0, 10, (batch_size,), generator=g).to(device))]
+        for method in pruners.METHODS:
+            torch.manual_seed(0)
+            model = models.build(model_name, width=width).to(device)
+            pruners.score(model, method, batches, seed=0)  # warm-up
+            scoring = _timed(device, pruners.score, model, method, batches, seed=0)
+            rounds = pruners.DEFAULT_ITERATIONS.get(method, 1)
+            pruning = _timed(device, pruners.prune, model, method, compression, batches, seed=0)
+            rows.append({"device": str(device), "method": method, "score_s": scoring,
+                         "rounds": rounds, "prune_s": pruning})
+            print(f"{str(device):8} {method:8} {scoring:15.3f}s {rounds:7d} {pruning:9.2f}s",
+                  flush=True)
+    return rows

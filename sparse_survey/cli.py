@@ -9,7 +9,8 @@ import time
 import torch
 
 from . import data as datasets
-from . import models
+from . import masks, models, pruners
+from .data import Loader
 from .train import SCHEDULES, Recipe, default_device, fit
 
 
@@ -57,6 +58,25 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    prune = commands.add_parser(
+        "prune", help="prune a freshly initialised model and print its per-layer densities",
+        description="Prune a freshly initialised model by one method; print each layer's kept "
+                    "weights and density, the totals, and how long scoring took.")
+    add_model_options(prune)
+    add_data_options(prune)
+    prune.add_argument("--method", required=True, choices=pruners.METHODS, help="pruning method")
+    prune.add_argument("--compression", type=float, required=True,
+                       help="compression c: keep a fraction 10^-c of the prunable weights")
+    prune.add_argument("--scope", default="global", choices=pruners.SCOPES,
+                       help="one threshold for all layers, or per layer (default: %(default)s)")
+    prune.add_argument("--iterations", type=int, default=None,
+                       help="pruning rounds (default: 100 for synflow, 1 otherwise)")
+    prune.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
+    prune.add_argument("--batches", type=int, default=1,
+                       help="training batches that snip and grasp score on (default: %(default)s)")
+    prune.add_argument("--batch-size", type=int, default=256,
+                       help="images per scoring batch (default: %(default)s)")
+
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
     bench_train = bench_commands.add_parser(
@@ -78,6 +98,18 @@ def parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
                              help="data set (default: %(default)s)")
     bench_train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
+    bench_prune = bench_commands.add_parser(
+        "prune", help="scoring and pruning time of every method",
+        description="Time each method's scoring (one round) and full pruning on a model, on the "
+                    "CPU and on a GPU when one is available.")
+    bench_prune.add_argument("--model", default="vgg16", choices=models.MODELS,
+                             help="model (default: %(default)s)")
+    bench_prune.add_argument("--width", type=float, default=1.0,
+                             help="width multiplier (default: %(default)s)")
+    bench_prune.add_argument("--compression", type=float, default=1.0,
+                             help="compression to prune to (default: %(default)s)")
+    bench_prune.add_argument("--device", action="append", default=None,
+                             help="device to time on, repeatable (default: cpu, and cuda if any)")
     return top
 
 
@@ -106,18 +138,52 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_train
+def run_prune(args: argparse.Namespace) -> int:
+    device = torch.device(args.device) if args.device else default_device()
+    channels, height, _ = datasets.SHAPES[args.dataset]
+    batches = None
+    if args.method not in pruners.DATA_FREE:
+        train, _ = datasets.load(args.dataset, args.data_root, args.limit_per_class)
+        loader = Loader(train, args.batch_size, device, train=True, seed=args.seed)
+        batches = [batch for batch, _ in zip(loader, range(args.batches))]
+    torch.manual_seed(args.seed)
+    model = models.build(args.model, datasets.NUM_CLASSES[args.dataset], channels, args.width,
+                         image_size=height).to(device)
+    start = time.perf_counter()
+    pruners.prune(model, args.method, args.compression, batches, args.scope, args.iterations,
+                  args.invert, seed=args.seed, input_shape=datasets.SHAPES[args.dataset])
+    seconds = time.perf_counter() - start
+    rounds = args.iterations or pruners.DEFAULT_ITERATIONS.get(args.method, 1)
+    print(f"{args.method} on {args.model} (width {args.width}), compression {args.compression} "
+          f"(density {10 ** -args.compression:.4g}), {args.scope} scope, {rounds} round(s)")
+    print(f"{'layer':28} {'shape':>16} {'kept':>10} {'total':>10} {'density':>9}")
+    weights = masks.prunable(model)
+    for name, (kept, total) in masks.counts(model).items():
+        shape = "x".join(map(str, weights[name].shape))
+        print(f"{name:28} {shape:>16} {kept:10d} {total:10d} {kept / total:9.4f}")
+    kept, total = map(sum, zip(*masks.counts(model).values()))
+    print(f"{'prunable weights':28} {'':>16} {kept:10d} {total:10d} {kept / total:9.4f}")
+    print(f"{'all parameters remaining':28} {'':>16} {'':>10} {'':>10} "
+          f"{masks.remaining_fraction(model):9.4f}")
+    print(f"scoring and pruning took {seconds:.2f} s on {device}")
+    return 0
 
-    bench_train(args.model, args.width, args.dataset, args.data_root, args.images,
-                args.batch_size, args.device, args.compile)
+
+def run_bench(args: argparse.Namespace) -> int:
+    from .bench import bench_prune, bench_train
+
+    if args.bench == "prune":
+        bench_prune(args.model, args.width, args.compression, args.device)
+    else:
+        bench_train(args.model, args.width, args.dataset, args.data_root, args.images,
+                    args.batch_size, args.device, args.compile)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"train": run_train, "bench": run_bench}[args.command](args)
-    except (datasets.DataNotFoundError, ValueError) as error:
+        return {"train": run_train, "prune": run_prune, "bench": run_bench}[args.command](args)
+    except (datasets.DataNotFoundError, ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

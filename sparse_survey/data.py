@@ -36,6 +36,8 @@ import torch
 from torch.nn import functional as F
 
 DATASETS = ("cifar10", "digits")
+SHAPES = {"cifar10": (3, 32, 32), "digits": (1, 8, 8)}  # one image: (channels, height, width)
+NUM_CLASSES = {"cifar10": 10, "digits": 10}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
 CIFAR10_ARCHIVES = ("cifar10-jpeg.zip", "cifar10-jpeg.tar.gz", "cifar10.zip", "cifar10.tar.gz")

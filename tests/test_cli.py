@@ -29,3 +29,26 @@ def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path):
                    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})
     assert out.returncode == 2
     assert "CIFAR-10 was not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_prunes_and_prints_per_layer_densities_and_the_time():
+    out = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "synflow",
+              "--compression", "1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("synflow on mlp") and "100 round(s)" in lines[0]
+    layers = [line.split() for line in lines if line.startswith("net.")]
+    assert [row[0] for row in layers] == ["net.1.weight", "net.3.weight", "net.5.weight"]
+    total = next(line.split() for line in lines if line.startswith("prunable weights"))
+    assert total[2:] == ["5020", "50200", "0.1000"]  # round(0.1 * 50,200) kept exactly
+    assert sum(int(row[2]) for row in layers) == 5020
+    assert "scoring and pruning took" in lines[-1]
+
+
+def test_cli_prune_with_data_and_a_bad_compression():
+    ok = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "grasp",
+             "--compression", "0.5", "--batch-size", "64", "--batches", "2")
+    assert ok.returncode == 0, ok.stderr
+    bad = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "mag",
+              "--compression", "-1")
+    assert bad.returncode == 2 and "compression must be >= 0" in bad.stderr
