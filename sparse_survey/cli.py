@@ -34,6 +34,44 @@ def add_model_options(p: argparse.ArgumentParser, model: str = "vgg16") -> None:
                    help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
 
+def add_recipe_options(p: argparse.ArgumentParser) -> None:
+    defaults = Recipe()
+    p.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help="batch size (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=defaults.lr,
+                   help="peak learning rate (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=defaults.momentum,
+                   help="SGD momentum, Nesterov (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                   help="weight decay (default: %(default)s)")
+    p.add_argument("--schedule", default="onecycle", choices=SCHEDULES,
+                   help="learning-rate schedule; multistep drops x0.1 at 1/2 and 3/4 of the "
+                        "epochs (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def recipe_from(args: argparse.Namespace) -> Recipe:
+    return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  momentum=args.momentum, weight_decay=args.weight_decay,
+                  schedule=args.schedule, milestones=(args.epochs // 2, args.epochs * 3 // 4))
+
+
+def rewind_point(text: str) -> str | int:
+    if text == "init":
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 'init' or a training step, got {text!r}")
+
+
+def build_for(args: argparse.Namespace, train) -> torch.nn.Module:
+    """The model named by the options, shaped for the data set, initialised from --seed."""
+    torch.manual_seed(args.seed)
+    c, h, _ = train.shape
+    return models.build(args.model, len(train.classes), c, args.width, image_size=h)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m sparse_survey", description=__doc__)
     commands = top.add_subparsers(dest="command", required=True)
@@ -43,20 +81,8 @@ def parser() -> argparse.ArgumentParser:
                                             "images/s per epoch.")
     add_model_options(train)
     add_data_options(train)
-    defaults = Recipe()
-    train.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                       help="batch size (default: %(default)s)")
-    train.add_argument("--lr", type=float, default=defaults.lr,
-                       help="peak learning rate (default: %(default)s)")
-    train.add_argument("--momentum", type=float, default=defaults.momentum,
-                       help="SGD momentum, Nesterov (default: %(default)s)")
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
-                       help="weight decay (default: %(default)s)")
-    train.add_argument("--schedule", default="onecycle", choices=SCHEDULES,
-                       help="learning-rate schedule (default: %(default)s)")
+    add_recipe_options(train)
     train.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     prune = commands.add_parser(
         "prune", help="prune a freshly initialised model and print its per-layer densities",
@@ -76,6 +102,26 @@ def parser() -> argparse.ArgumentParser:
                        help="training batches that snip and grasp score on (default: %(default)s)")
     prune.add_argument("--batch-size", type=int, default=256,
                        help="images per scoring batch (default: %(default)s)")
+
+    imp = commands.add_parser(
+        "imp", help="iterative magnitude pruning with rewinding (lottery tickets)",
+        description="Train, then k times: prune by global magnitude to d^(r/k), rewind the "
+                    "survivors, retrain. Prints one row per round; the dense training and each "
+                    "round are cached, so a rerun resumes.")
+    add_model_options(imp)
+    add_data_options(imp)
+    add_recipe_options(imp)
+    imp.add_argument("--compression", type=float, required=True,
+                     help="final compression c (density 10^-c)")
+    imp.add_argument("--iters", type=int, default=4,
+                     help="prune rounds, the survey's 'IMP (k Iters)' (default: %(default)s)")
+    imp.add_argument("--rewind", type=rewind_point, default="init",
+                     help="rewind to 'init' or to training step j (default: %(default)s)")
+    imp.add_argument("--controls", action="store_true",
+                     help="also train the random-reinit and layerwise-shuffle controls")
+    imp.add_argument("--cache-dir", default=None,
+                     help="dense runs and checkpoints (default: $SPARSE_SURVEY_CACHE or "
+                          "~/.cache/sparse_survey)")
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
@@ -116,12 +162,8 @@ def parser() -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     device = torch.device(args.device) if args.device else default_device()
     train, test = datasets.load(args.dataset, args.data_root, args.limit_per_class)
-    torch.manual_seed(args.seed)
-    c, h, _ = train.shape
-    model = models.build(args.model, len(train.classes), c, args.width, image_size=h)
-    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    momentum=args.momentum, weight_decay=args.weight_decay,
-                    schedule=args.schedule, milestones=(args.epochs // 2, args.epochs * 3 // 4))
+    model = build_for(args, train)
+    recipe = recipe_from(args)
     print(f"{args.model} (width {args.width}) on {train.name}: {len(train)} training, "
           f"{len(test)} test images, device {device}")
     start = time.perf_counter()
@@ -169,6 +211,33 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_imp(args: argparse.Namespace) -> int:
+    from . import lottery
+
+    device = torch.device(args.device) if args.device else default_device()
+    data = datasets.load(args.dataset, args.data_root, args.limit_per_class)
+    model = build_for(args, data[0])
+    recipe = recipe_from(args)
+    print(f"IMP on {args.model} (width {args.width}), {data[0].name} ({len(data[0])} training "
+          f"images): compression {args.compression:g} in {args.iters} rounds, rewind to "
+          f"{args.rewind}, {args.epochs} epochs a round, device {device}")
+    result = lottery.imp(model, data, args.compression, args.iters, recipe, args.rewind,
+                         args.seed, device, args.cache_dir, progress=not args.no_progress)
+    if result.dense_cached:
+        print("(dense training, and any finished rounds, reused from the cache)")
+    print(f"{'round':>5} {'density':>9} {'params':>8} {'FLOPs':>8} {'test acc':>9} "
+          f"{'best acc':>9} {'time':>8}")
+    for r in result.rounds:
+        print(f"{r['round']:5d} {r['density']:9.4f} {r['remaining_params']:8.4f} "
+              f"{r['remaining_flops']:8.4f} {r['test_acc']:9.4f} {r['best_test_acc']:9.4f} "
+              f"{r['seconds']:7.1f}s")
+    if args.controls:
+        for name, accuracy in lottery.controls(result, data, recipe, args.seed, device,
+                                               progress=not args.no_progress).items():
+            print(f"{name:>18}: test accuracy {accuracy:.4f}")
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import bench_prune, bench_train
 
@@ -183,7 +252,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"train": run_train, "prune": run_prune, "bench": run_bench}[args.command](args)
+        commands = {"train": run_train, "prune": run_prune, "imp": run_imp, "bench": run_bench}
+        return commands[args.command](args)
     except (datasets.DataNotFoundError, ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -118,7 +118,8 @@ class MLP(nn.Module):
 
 
 def initialize(model: nn.Module) -> nn.Module:
-    """Kaiming-normal (fan-in) conv and linear weights, zero biases, BatchNorm weight 1, bias 0."""
+    """Kaiming-normal (fan-in) conv and linear weights, zero biases, BatchNorm weight 1, bias 0
+    and fresh running statistics. Draws from torch's global generator."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
@@ -127,6 +128,7 @@ def initialize(model: nn.Module) -> nn.Module:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+            m.reset_running_stats()
     return model
 
 

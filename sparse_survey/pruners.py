@@ -93,7 +93,7 @@ def prune(model: nn.Module, method: str, compression: float, batches: Batches | 
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     density = density_of(compression)
     sizes = {n: w.numel() for n, w in masking.prunable(model).items()}
-    _check_survivors(density, sizes, scope)
+    check_survivors(density, sizes, scope)
     batches = _materialize(method, batches)
     current = masking.get(model)
     for r in range(1, iterations + 1):
@@ -233,7 +233,7 @@ def _materialize(method: str, batches: Batches | None) -> list | None:
     return batches
 
 
-def _check_survivors(density: float, sizes: dict[str, int], scope: str) -> None:
+def check_survivors(density: float, sizes: dict[str, int], scope: str) -> None:
     """Refuse a compression at which fewer than one weight per layer could survive."""
     if scope == "local":
         starved = [n for n, size in sizes.items() if round(density * size) < 1]

@@ -85,10 +85,12 @@ def default_device() -> torch.device:
 
 def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None = None,
         device: str | torch.device | None = None, seed: int = 0, compile: bool = False,
-        progress: bool = True, eval_every: int = 1) -> History:
+        progress: bool = True, eval_every: int = 1, on_step=None) -> History:
     """Train ``model`` in place by ``recipe`` on ``train``; evaluate on ``test`` every
     ``eval_every`` epochs and after the last. ``seed`` fixes the data order and augmentation
-    (initialise the model's weights before calling). Returns the per-epoch :class:`History`.
+    (initialise the model's weights before calling). ``on_step(step, model)``, if given, is called
+    after every optimizer step (step 1 is the first), e.g. to keep the weights of a rewind point.
+    Returns the per-epoch :class:`History`.
     """
     device = torch.device(device) if device is not None else default_device()
     cuda = device.type == "cuda"
@@ -121,6 +123,8 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
             optimizer.step()
             schedule.step()
             masks.apply(model)
+            if on_step is not None:
+                on_step(epoch * steps + i + 1, model)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)

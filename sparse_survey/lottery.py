@@ -1,0 +1,205 @@
+"""Iterative magnitude pruning with rewinding (the Lottery Ticket procedure) and its controls.
+
+:func:`imp` with ``k`` rounds to compression ``c`` (density ``d = 10**-c``): train the dense
+network; then ``k`` times: prune by global magnitude to ``d**(r/k)`` of all prunable weights,
+choosing only among the still-unpruned ones (so masks are nested), rewind the surviving weights
+(and every other parameter and BatchNorm statistic) to their values at the rewind point, and train
+again. The rewind point is initialization (``rewind="init"``, Frankle & Carbin 2019) or training
+step ``j`` of the dense run (``rewind=j``, Frankle et al. 2020); each retraining runs the full
+recipe from the rewound weights.
+
+The dense training depends only on the initial weights, the data, the recipe, the seed and the
+rewind point, so it is cached on disk under that key and shared by every compression and round
+count of a sweep. After each round a checkpoint is written, so an interrupted run resumes from the
+last finished round and ends bitwise where an uninterrupted one would (on the CPU).
+
+Controls (Frankle et al. 2019, 2021), for any mask: :func:`reinitialize` (same mask, fresh random
+weights) and :func:`shuffle_masks` (same per-layer counts, new positions, the original weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import masks, models, pruners
+from .data import ImageSet, default_cache_dir
+from .profile import remaining_flops_fraction
+from .train import Recipe, default_device, fit
+
+
+@dataclass
+class IMPResult:
+    """The final (masked, trained) model and its masks, the state it was rewound to each round,
+    one record per round (round 0 is the dense training), and whether the dense training came
+    from the cache."""
+
+    model: nn.Module
+    masks: dict[str, torch.Tensor]
+    rewind_state: dict[str, torch.Tensor]
+    rounds: list[dict] = field(default_factory=list)
+    dense_cached: bool = False
+
+    @property
+    def final(self) -> dict:
+        return self.rounds[-1]
+
+
+def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, iters: int,
+        recipe: Recipe, rewind: str | int = "init", seed: int = 0,
+        device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
+        progress: bool = True) -> IMPResult:
+    """Run IMP on ``model`` (freshly initialised; trained and pruned in place).
+
+    ``iters`` is the number of prune rounds (the survey's "IMP (k Iters)"). ``data`` is the
+    ``(train, test)`` pair; ``seed`` fixes data order and augmentation (round ``r`` trains with
+    ``seed + r``). Dense runs and checkpoints live in ``cache_dir/imp`` (default cache:
+    ``$SPARSE_SURVEY_CACHE``, i.e. ``~/.cache/sparse_survey``). A diverged round raises
+    ``FloatingPointError``.
+    """
+    if iters < 1:
+        raise ValueError(f"iters (prune rounds) must be at least 1, got {iters}")
+    if not (rewind == "init" or (isinstance(rewind, int) and rewind >= 0)):
+        raise ValueError(f"rewind must be 'init' or a training step >= 0, got {rewind!r}")
+    sizes = {n: w.numel() for n, w in masks.prunable(model).items()}
+    pruners.check_survivors(pruners.density_of(compression), sizes, "global")
+    device = torch.device(device) if device is not None else default_device()
+    train, test = data
+    model.to(device)
+    cache = Path(cache_dir or default_cache_dir()) / "imp"
+    key = run_key(model, train, test, recipe, seed, rewind)
+    checkpoint = cache / f"{key}-c{compression:g}-k{iters}.pt"
+
+    if checkpoint.exists():  # resume after the last finished round
+        state = torch.load(checkpoint, map_location=device)
+        masks.attach(model, state["masks"])
+        model.load_state_dict(state["model"])
+        rounds, rewind_state, cached = state["rounds"], state["rewind_state"], True
+    else:
+        rewind_state, dense, cached = _dense_training(model, train, test, recipe, seed, rewind,
+                                                      device, cache / f"{key}-dense.pt",
+                                                      progress)
+        rounds = [dense]
+    bar = tqdm(total=iters, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
+               unit="round", disable=not progress)
+    for r in range(len(rounds), iters + 1):
+        current = pruners.prune(model, "mag", compression * r / iters)  # among the survivors
+        rewind_to(model, rewind_state, current)
+        rounds.append(_train_round(r, model, train, test, recipe, seed, device, progress))
+        _save(checkpoint, {"rounds": rounds, "rewind_state": rewind_state,
+                           "masks": masks.get(model), "model": model.state_dict()})
+        bar.update()
+    bar.close()
+    return IMPResult(model, masks.get(model), rewind_state, rounds, cached)
+
+
+def rewind_to(model: nn.Module, state: dict[str, torch.Tensor],
+              mask: dict[str, torch.Tensor]) -> nn.Module:
+    """Load a dense ``state`` (weights and BatchNorm statistics) and attach ``mask``: the
+    surviving weights take exactly their values in ``state``, the others are zero."""
+    model.load_state_dict({**state, **{f"{n}_mask": m for n, m in mask.items()}})
+    masks.apply(model)
+    return model
+
+
+def _dense_training(model, train, test, recipe, seed, rewind, device, path, progress):
+    """Train the dense model (or load it from ``path``); return the rewind state, the round-0
+    record and whether it came from the cache."""
+    if path.exists():
+        saved = torch.load(path, map_location=device)
+        model.load_state_dict(saved["model"])
+        return saved["rewind_state"], saved["record"], True
+    init = copy.deepcopy(model.state_dict())
+    kept = {}
+
+    def keep_rewind_point(step: int, m: nn.Module) -> None:
+        if step == rewind:
+            kept["state"] = copy.deepcopy(m.state_dict())
+
+    record = _train_round(0, model, train, test, recipe, seed, device, progress,
+                          on_step=None if rewind in ("init", 0) else keep_rewind_point)
+    if rewind not in ("init", 0) and "state" not in kept:
+        raise ValueError(f"rewind step {rewind} is beyond the {record['steps']} training steps")
+    rewind_state = kept.get("state", init)
+    _save(path, {"model": model.state_dict(), "rewind_state": rewind_state, "record": record})
+    return rewind_state, record, False
+
+
+def _train_round(r, model, train, test, recipe, seed, device, progress, on_step=None) -> dict:
+    start = time.perf_counter()
+    history = fit(model, train, recipe, test, device, seed + r, progress=progress,
+                  on_step=on_step)
+    if history.diverged:
+        raise FloatingPointError(f"IMP round {r} diverged: {history.error}")
+    accuracies = [e["test_acc"] for e in history.epochs if "test_acc" in e]
+    return {"round": r, "density": masks.density(model),
+            "remaining_params": masks.remaining_fraction(model),
+            "remaining_flops": remaining_flops_fraction(model, train.shape),
+            "test_acc": history.final["test_acc"], "best_test_acc": max(accuracies),
+            "steps": len(history.epochs) * (len(train) // recipe.batch_size),
+            "seconds": time.perf_counter() - start, "history": history.epochs}
+
+
+def _save(path: Path, state: dict) -> None:
+    """Write atomically: a run killed mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def run_key(model: nn.Module, train: ImageSet, test: ImageSet, recipe: Recipe, seed: int,
+            rewind: str | int) -> str:
+    """A digest of what the dense training depends on: architecture, initial weights, data,
+    recipe, seed and rewind point."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps([str(model), asdict(recipe), seed, str(rewind)]).encode())
+    for tensor in [*model.state_dict().values(), train.images, train.labels, test.images,
+                   test.labels]:
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------- controls
+
+def reinitialize(model: nn.Module, seed: int) -> nn.Module:
+    """The random-reinitialization control: fresh weights from the model's initial distribution
+    (and fresh BatchNorm statistics), the same masks."""
+    current = masks.get(model)
+    devices = [p.device for p in model.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        models.initialize(model)
+    masks.attach(model, current)
+    return model
+
+
+def shuffle_masks(model: nn.Module, state: dict[str, torch.Tensor], seed: int) -> nn.Module:
+    """The layerwise-shuffle control: the model's masks shuffled within each layer (same counts,
+    new positions), applied to the dense weights in ``state`` (e.g. the rewind state)."""
+    return rewind_to(model, state, pruners.layerwise_shuffle(masks.get(model), seed))
+
+
+def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe, seed: int = 0,
+             device: str | torch.device | None = None, progress: bool = True) -> dict[str, float]:
+    """Final test accuracy of the winning ticket beside its random-reinit and layerwise-shuffle
+    controls, each trained like the last IMP round (same recipe and data seed)."""
+    train, test = data
+    last = result.final["round"]
+    out = {"winning ticket": result.final["test_acc"]}
+    for name, make in (("random reinit", lambda m: reinitialize(m, seed + 10_000)),
+                       ("layerwise shuffle",
+                        lambda m: shuffle_masks(m, result.rewind_state, seed + 10_000))):
+        model = make(rewind_to(copy.deepcopy(result.model), result.rewind_state, result.masks))
+        history = fit(model, train, recipe, test, device, seed + last, progress=progress)
+        out[name] = float("nan") if history.diverged else history.final["test_acc"]
+    return out
