@@ -156,17 +156,23 @@ def layerwise_shuffle(masks: dict[str, torch.Tensor], seed: int = 0) -> dict[str
 
 # ------------------------------------------------------------------------------ the scores
 
-def loss_gradient(model: nn.Module, batches: list, temperature: float = 1.0,
-                  create_graph: bool = False) -> dict[str, torch.Tensor]:
+def _batch_gradient(model: nn.Module, weights: dict[str, nn.Parameter], x: torch.Tensor,
+                    y: torch.Tensor, temperature: float, create_graph: bool = False):
+    """Gradients of one batch's mean cross-entropy (logits divided by ``temperature``)."""
+    device = weights[next(iter(weights))].device
+    loss = F.cross_entropy(model(x.to(device)) / temperature, y.to(device))
+    return torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
+
+
+def loss_gradient(model: nn.Module, batches: list,
+                  temperature: float = 1.0) -> dict[str, torch.Tensor]:
     """``dL/dw`` for each prunable weight, summed over batches (cross-entropy, mean reduction,
     logits divided by ``temperature``)."""
     weights = masking.prunable(model)
     total = {n: torch.zeros_like(w) for n, w in weights.items()}
-    device = next(model.parameters()).device
     for x, y in batches:
-        loss = F.cross_entropy(model(x.to(device)) / temperature, y.to(device))
-        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
-        total = {n: total[n] + g for n, g in zip(weights, grads)}
+        for n, g in zip(weights, _batch_gradient(model, weights, x, y, temperature)):
+            total[n] += g
     return total
 
 
@@ -174,16 +180,14 @@ def hessian_gradient_product(model: nn.Module, batches: list,
                              temperature: float = GRASP_TEMPERATURE) -> dict[str, torch.Tensor]:
     """GraSP's ``H g``: with ``g`` the summed gradient held constant, the gradient of
     ``g . dL/dw`` summed over batches, by double backward (logits divided by ``temperature``)."""
-    g = {n: t.detach() for n, t in loss_gradient(model, batches, temperature).items()}
+    g = loss_gradient(model, batches, temperature)  # computed without a graph: a constant
     weights = masking.prunable(model)
     total = {n: torch.zeros_like(w) for n, w in weights.items()}
-    device = next(model.parameters()).device
     for x, y in batches:
-        loss = F.cross_entropy(model(x.to(device)) / temperature, y.to(device))
-        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=True)
+        grads = _batch_gradient(model, weights, x, y, temperature, create_graph=True)
         z = sum((gi * g[n]).sum() for n, gi in zip(weights, grads))
-        hg = torch.autograd.grad(z, list(weights.values()))
-        total = {n: total[n] + h for n, h in zip(weights, hg)}
+        for n, h in zip(weights, torch.autograd.grad(z, list(weights.values()))):
+            total[n] += h
     return total
 
 
