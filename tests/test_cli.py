@@ -52,3 +52,17 @@ def test_cli_prune_with_data_and_a_bad_compression():
     bad = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "mag",
               "--compression", "-1")
     assert bad.returncode == 2 and "compression must be >= 0" in bad.stderr
+
+
+def test_cli_imp_runs_end_to_end_and_prints_the_round_table(tmp_path):
+    args = ("imp", "--model", "mlp", "--dataset", "digits", "--compression", "1", "--iters", "2",
+            "--epochs", "2", "--batch-size", "64", "--lr", "0.05", "--controls", "--no-progress",
+            "--cache-dir", str(tmp_path))
+    out = run(*args)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line[:5].strip().isdigit()]
+    assert [row[0] for row in rows] == ["0", "1", "2"]
+    assert [row[1] for row in rows] == ["1.0000", "0.3162", "0.1000"]
+    assert "random reinit: test accuracy" in out.stdout
+    again = run(*args)
+    assert "reused from the cache" in again.stdout

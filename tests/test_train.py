@@ -71,3 +71,15 @@ def test_evaluate_counts_correctly_and_restores_the_mode(digits):
     assert acc == pytest.approx((logits.argmax(1) == test.labels).float().mean().item())
     assert loss == pytest.approx(torch.nn.functional.cross_entropy(logits, test.labels).item(),
                                  rel=1e-5)
+
+
+def test_compiled_training_runs_and_keeps_masks(digits):
+    from sparse_survey import masks
+
+    train, test = digits
+    model = mlp()
+    masks.attach(model, {n: torch.rand(w.shape) < 0.2 for n, w in masks.prunable(model).items()})
+    history = fit(model, train, Recipe(epochs=1, batch_size=64, lr=0.05), test, compile=True,
+                  progress=False)
+    assert not history.diverged and history.final["test_acc"] > 0.3
+    assert all(torch.all(w[~masks.get(model)[n]] == 0) for n, w in masks.prunable(model).items())
