@@ -106,6 +106,7 @@ def rewind_to(model: nn.Module, state: dict[str, torch.Tensor],
               mask: dict[str, torch.Tensor]) -> nn.Module:
     """Load a dense ``state`` (weights and BatchNorm statistics) and attach ``mask``: the
     surviving weights take exactly their values in ``state``, the others are zero."""
+    masks.attach(model, mask)  # the mask buffers must exist for the strict load below
     model.load_state_dict({**state, **{f"{n}_mask": m for n, m in mask.items()}})
     masks.apply(model)
     return model

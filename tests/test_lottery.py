@@ -147,3 +147,12 @@ def test_bad_imp_arguments(digits, tmp_path):
         run(digits, tmp_path, rewind="start")
     with pytest.raises(ValueError, match="fewer than one per prunable layer"):
         run(digits, tmp_path, compression=5)
+
+
+def test_rewind_to_works_on_a_model_without_masks(digits, tmp_path):
+    result = run(digits, tmp_path, compression=1, iters=1)
+    dense = mlp(5)
+    lottery.rewind_to(dense, result.rewind_state, result.masks)
+    for name, w in masks.prunable(dense).items():
+        kept = result.masks[name]
+        assert torch.equal(w[kept], result.rewind_state[name][kept]) and torch.all(w[~kept] == 0)
