@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -74,9 +74,6 @@ class History:
     @property
     def final(self) -> dict:
         return self.epochs[-1] if self.epochs else {}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def default_device() -> torch.device:
