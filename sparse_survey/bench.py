@@ -4,6 +4,10 @@
 (with the method's default number of rounds: 100 for SynFlow) on VGG16, on the CPU and on a GPU
 when one is available, with one batch of 128 random CIFAR-shaped inputs for SNIP and GraSP.
 
+``bench sparse`` times a pruned model's forward pass as a masked dense model (the normal kernels)
+and with CSR sparse kernels (:mod:`sparse_survey.sparse`), at each compression, at batch 1
+(latency) and at a larger batch (throughput), and names the density below which sparse pays.
+
 ``bench train`` measures training images/s of this project's loop (:func:`sparse_survey.train.fit`:
 the whole data set on the device, augmentation there in batches) against a plain baseline written
 the common way: a torchvision ``DataLoader`` over PIL images with CPU transforms (random crop with
@@ -14,6 +18,7 @@ same freshly initialised model on the same images in the same process.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import torch
@@ -22,6 +27,8 @@ from torch.nn import functional as F
 
 from . import data as datasets
 from . import models, pruners
+from .profile import timings
+from .sparse import sparsify
 from .train import Recipe, default_device, fit
 
 
@@ -151,4 +158,48 @@ def bench_prune(model_name: str = "vgg16", width: float = 1.0, compression: floa
                          "rounds": rounds, "prune_s": pruning})
             print(f"{str(device):8} {method:8} {scoring:15.3f}s {rounds:7d} {pruning:9.2f}s",
                   flush=True)
+    return rows
+
+
+@torch.inference_mode()
+def bench_sparse(model_name: str = "vgg16", width: float = 1.0, method: str = "rand",
+                 compressions: tuple[float, ...] = (*pruners.SURVEY_COMPRESSIONS, 3),
+                 batch_sizes: tuple[int, ...] = (1, 64), repeats: int = 5,
+                 device: str = "cpu") -> list[dict]:
+    """Dense masked vs CSR forward time by density; prints a table and the crossover."""
+    device = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    inputs = {b: torch.randn(b, 3, 32, 32, generator=g).to(device) for b in batch_sizes}
+    scoring = [(inputs[max(batch_sizes)], torch.randint(0, 10, (max(batch_sizes),),
+                                                        generator=g).to(device))]
+    print(f"{model_name} (width {width}) pruned by {method}, forward pass on {device}; "
+          f"median of {repeats}")
+    print(f"{'compression':>11} {'density':>8} {'batch':>6} {'dense ms':>9} {'sparse ms':>10} "
+          f"{'speed-up':>9}")
+    rows = []
+    for compression in compressions:
+        torch.manual_seed(0)
+        model = models.build(model_name, width=width).to(device).eval()
+        pruners.prune(model, method, compression, scoring, seed=0)
+        sparse = sparsify(model)
+        reference = model(inputs[batch_sizes[0]])
+        if not torch.allclose(sparse(inputs[batch_sizes[0]]), reference, rtol=1e-3,
+                              atol=1e-5 * float(reference.abs().max())):
+            raise AssertionError(f"sparse outputs differ from dense at compression {compression}")
+        for batch in batch_sizes:
+            x = inputs[batch]
+            model(x), sparse(x)  # warm-up
+            dense_s = statistics.median(timings(lambda m=model, x=x: m(x), device, repeats))
+            sparse_s = statistics.median(timings(lambda m=sparse, x=x: m(x), device, repeats))
+            row = {"compression": compression, "density": 10 ** -compression, "batch": batch,
+                   "dense_ms": 1000 * dense_s, "sparse_ms": 1000 * sparse_s,
+                   "speedup": dense_s / sparse_s}
+            rows.append(row)
+            print(f"{compression:11g} {row['density']:8.4f} {batch:6d} {row['dense_ms']:9.2f} "
+                  f"{row['sparse_ms']:10.2f} {row['speedup']:8.2f}x", flush=True)
+    for batch in batch_sizes:
+        paying = [r["density"] for r in rows if r["batch"] == batch and r["speedup"] > 1]
+        verdict = (f"sparse is faster at density {max(paying):.4g} and below" if paying
+                   else "sparse is never faster")
+        print(f"batch {batch}: {verdict} (of the densities measured)")
     return rows

@@ -34,6 +34,22 @@ def add_model_options(p: argparse.ArgumentParser, model: str = "vgg16") -> None:
                    help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
 
+def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--method", required=required, default=None, choices=pruners.METHODS,
+                   help="pruning method" + ("" if required else " (default: none, dense)"))
+    p.add_argument("--compression", type=float, required=required, default=0.0,
+                   help="compression c: keep a fraction 10^-c of the prunable weights")
+    p.add_argument("--scope", default="global", choices=pruners.SCOPES,
+                   help="one threshold for all layers, or per layer (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="pruning rounds (default: 100 for synflow, 1 otherwise)")
+    p.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
+    p.add_argument("--batches", type=int, default=1,
+                   help="training batches that snip and grasp score on (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images per scoring batch (default: %(default)s)")
+
+
 def add_recipe_options(p: argparse.ArgumentParser) -> None:
     defaults = Recipe()
     p.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
@@ -90,18 +106,21 @@ def parser() -> argparse.ArgumentParser:
                     "weights and density, the totals, and how long scoring took.")
     add_model_options(prune)
     add_data_options(prune)
-    prune.add_argument("--method", required=True, choices=pruners.METHODS, help="pruning method")
-    prune.add_argument("--compression", type=float, required=True,
-                       help="compression c: keep a fraction 10^-c of the prunable weights")
-    prune.add_argument("--scope", default="global", choices=pruners.SCOPES,
-                       help="one threshold for all layers, or per layer (default: %(default)s)")
-    prune.add_argument("--iterations", type=int, default=None,
-                       help="pruning rounds (default: 100 for synflow, 1 otherwise)")
-    prune.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
-    prune.add_argument("--batches", type=int, default=1,
-                       help="training batches that snip and grasp score on (default: %(default)s)")
-    prune.add_argument("--batch-size", type=int, default=256,
-                       help="images per scoring batch (default: %(default)s)")
+    add_pruning_options(prune, required=True)
+
+    profile = commands.add_parser(
+        "profile", help="FLOPs, parameters, storage, inference time and memory of a pruned model",
+        description="Prune a freshly initialised model (or leave it dense when no --method is "
+                    "given) and print its profile record.")
+    add_model_options(profile)
+    add_data_options(profile)
+    add_pruning_options(profile, required=False)
+    profile.add_argument("--eval-batch-size", type=int, default=256,
+                         help="inference batch size (default: %(default)s)")
+    profile.add_argument("--repeats", type=int, default=5,
+                         help="timed passes over the test set (default: %(default)s)")
+    profile.add_argument("--no-memory", action="store_true",
+                         help="skip the CPU-memory probe (a fresh subprocess)")
 
     imp = commands.add_parser(
         "imp", help="iterative magnitude pruning with rewinding (lottery tickets)",
@@ -156,6 +175,22 @@ def parser() -> argparse.ArgumentParser:
                              help="compression to prune to (default: %(default)s)")
     bench_prune.add_argument("--device", action="append", default=None,
                              help="device to time on, repeatable (default: cpu, and cuda if any)")
+    bench_sparse = bench_commands.add_parser(
+        "sparse", help="dense masked vs CSR sparse forward time by density",
+        description="Time a pruned model's forward pass dense (masked) and with CSR sparse "
+                    "kernels at the survey's compressions and 3, at batch 1 and a larger batch.")
+    bench_sparse.add_argument("--model", default="vgg16", choices=models.MODELS,
+                              help="model (default: %(default)s)")
+    bench_sparse.add_argument("--width", type=float, default=1.0,
+                              help="width multiplier (default: %(default)s)")
+    bench_sparse.add_argument("--method", default="rand", choices=pruners.METHODS,
+                              help="pruning method (default: %(default)s: equal density per "
+                                   "layer)")
+    bench_sparse.add_argument("--batch", type=int, action="append", default=None,
+                              help="batch size, repeatable (default: 1 and 64)")
+    bench_sparse.add_argument("--repeats", type=int, default=5,
+                              help="timed passes per measurement (default: %(default)s)")
+    bench_sparse.add_argument("--device", default="cpu", help="device (default: %(default)s)")
     return top
 
 
@@ -180,21 +215,30 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_prune(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
+def pruned_model(args: argparse.Namespace, device: torch.device, train=None):
+    """A freshly initialised model pruned as the options say, and the seconds pruning took.
+    SNIP and GraSP score on the first ``--batches`` shuffled, augmented training batches."""
     channels, height, _ = datasets.SHAPES[args.dataset]
     batches = None
-    if args.method not in pruners.DATA_FREE:
-        train, _ = datasets.load(args.dataset, args.data_root, args.limit_per_class)
+    if args.method is not None and args.method not in pruners.DATA_FREE:
+        if train is None:
+            train, _ = datasets.load(args.dataset, args.data_root, args.limit_per_class)
         loader = Loader(train, args.batch_size, device, train=True, seed=args.seed)
         batches = [batch for batch, _ in zip(loader, range(args.batches))]
     torch.manual_seed(args.seed)
     model = models.build(args.model, datasets.NUM_CLASSES[args.dataset], channels, args.width,
                          image_size=height).to(device)
     start = time.perf_counter()
-    pruners.prune(model, args.method, args.compression, batches, args.scope, args.iterations,
-                  args.invert, seed=args.seed, input_shape=datasets.SHAPES[args.dataset])
-    seconds = time.perf_counter() - start
+    if args.method is not None:
+        pruners.prune(model, args.method, args.compression, batches, args.scope,
+                      args.iterations, args.invert, seed=args.seed,
+                      input_shape=datasets.SHAPES[args.dataset])
+    return model, time.perf_counter() - start
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    device = torch.device(args.device) if args.device else default_device()
+    model, seconds = pruned_model(args, device)
     rounds = args.iterations or pruners.DEFAULT_ITERATIONS.get(args.method, 1)
     print(f"{args.method} on {args.model} (width {args.width}), compression {args.compression} "
           f"(density {10 ** -args.compression:.4g}), {args.scope} scope, {rounds} round(s)")
@@ -238,11 +282,41 @@ def run_imp(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_value(key: str, value) -> str:
+    if key.endswith("_bytes"):
+        return f"{value / 2**20:,.2f} MiB"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.6g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from .profile import profile
+
+    device = torch.device(args.device) if args.device else default_device()
+    train, test = datasets.load(args.dataset, args.data_root, args.limit_per_class)
+    model, _ = pruned_model(args, device, train)
+    what = f"{args.method} at compression {args.compression:g}" if args.method else "dense"
+    print(f"profile of {args.model} (width {args.width}), {what}, on {len(test)} test images "
+          f"of {test.name}")
+    record = profile(model, test, device, args.eval_batch_size, args.repeats,
+                     memory=not args.no_memory)
+    for key, value in record.items():
+        print(f"  {key:28} {format_value(key, value)}")
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_prune, bench_train
+    from .bench import bench_prune, bench_sparse, bench_train
 
     if args.bench == "prune":
         bench_prune(args.model, args.width, args.compression, args.device)
+    elif args.bench == "sparse":
+        bench_sparse(args.model, args.width, args.method,
+                     batch_sizes=tuple(args.batch or (1, 64)), repeats=args.repeats,
+                     device=args.device)
     else:
         bench_train(args.model, args.width, args.dataset, args.data_root, args.images,
                     args.batch_size, args.device, args.compile)
@@ -252,7 +326,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        commands = {"train": run_train, "prune": run_prune, "imp": run_imp, "bench": run_bench}
+        commands = {"train": run_train, "prune": run_prune, "imp": run_imp,
+                    "profile": run_profile, "bench": run_bench}
         return commands[args.command](args)
     except (datasets.DataNotFoundError, ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

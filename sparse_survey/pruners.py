@@ -41,6 +41,7 @@ from . import masks as masking
 METHODS = ("rand", "mag", "snip", "grasp", "synflow")
 DATA_FREE = ("rand", "mag", "synflow")
 SCOPES = ("global", "local")
+SURVEY_COMPRESSIONS = (0.05, 0.1, 0.2, 0.5, 1, 2)  # the survey's grid: density 10**-c
 DEFAULT_ITERATIONS = {"synflow": 100}
 GRASP_TEMPERATURE = 200.0
 

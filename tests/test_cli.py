@@ -66,3 +66,23 @@ def test_cli_imp_runs_end_to_end_and_prints_the_round_table(tmp_path):
     assert "random reinit: test accuracy" in out.stdout
     again = run(*args)
     assert "reused from the cache" in again.stdout
+
+
+def test_cli_profile_prints_the_record():
+    out = run("profile", "--model", "mlp", "--dataset", "digits", "--method", "snip",
+              "--compression", "1", "--batch-size", "64", "--repeats", "2")
+    assert out.returncode == 0, out.stderr
+    assert "snip at compression 1" in out.stdout.splitlines()[0]
+    fields = dict(line.split(None, 1) for line in out.stdout.splitlines()[1:])
+    assert fields["density"].strip() == "0.1" and fields["prunable_kept"].strip() == "5,020"
+    for key in ("time_s", "images_per_s", "latency_ms", "flops_fraction", "cpu_rss_peak_bytes",
+                "storage_csr_bytes"):
+        assert key in fields
+
+
+def test_cli_bench_sparse_prints_speeds_and_a_verdict():
+    out = run("bench", "sparse", "--model", "mlp", "--repeats", "1", "--batch", "2")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["0.05", "0.1", "0.2", "0.5", "1", "2", "3"]
+    assert out.stdout.splitlines()[-1].startswith("batch 2: sparse is")
