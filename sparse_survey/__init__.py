@@ -5,7 +5,8 @@ and the on-device loader), ``ss.masks`` (prunable weights and masks), ``ss.prune
 methods), ``ss.train`` (training).
 """
 
-from . import data, masks, models, pruners, train
+__version__ = "0.1.0"
+
+from . import data, masks, models, pruners, train  # noqa: E402
 
 __all__ = ["data", "masks", "models", "pruners", "train"]
-__version__ = "0.1.0"

@@ -11,6 +11,7 @@ import torch
 from . import data as datasets
 from . import masks, models, pruners
 from .data import Loader
+from .experiment import PRESETS
 from .train import SCHEDULES, Recipe, default_device, fit
 
 
@@ -141,6 +142,35 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--cache-dir", default=None,
                      help="dense runs and checkpoints (default: $SPARSE_SURVEY_CACHE or "
                           "~/.cache/sparse_survey)")
+
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of configurations into the results store",
+        description="Run every configuration of a grid at a preset that has no stored record "
+                    "yet (finished, diverged or failed runs are all kept), with a progress bar.")
+    sweep.add_argument("--preset", required=True, choices=PRESETS, help="training budget")
+    sweep.add_argument("--grid", default="survey",
+                       help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
+                            "compressions) or a YAML/JSON file with methods, compressions, "
+                            "imp_iters, seeds (default: %(default)s)")
+    sweep.add_argument("--seeds", type=int, default=None,
+                       help="run seeds 0 .. N-1 (default: the grid's seeds)")
+    sweep.add_argument("--backend", default="local", choices=("local", "ray"),
+                       help="run here, or one Ray task per run (default: %(default)s)")
+    sweep.add_argument("--address", default=None,
+                       help="Ray cluster address (default: start a local Ray instance)")
+    sweep.add_argument("--results", default="results", help="store root (default: %(default)s)")
+    sweep.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    sweep.add_argument("--cache-dir", default=None, help="IMP dense runs and checkpoints")
+
+    report = commands.add_parser(
+        "report", help="tables and figures of a preset's stored records",
+        description="Write report.md (the survey's tables from stored records, beside the "
+                    "survey's numbers) and PNG/SVG figures.")
+    report.add_argument("--preset", required=True, help="which preset's records")
+    report.add_argument("--results", default="results", help="store root (default: %(default)s)")
+    report.add_argument("--out", default=None, help="output folder (default: reports/PRESET)")
+    report.add_argument("--compression", type=float, default=1.0,
+                        help="compression of the per-layer figures (default: %(default)s)")
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
@@ -308,6 +338,41 @@ def run_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    from .experiment import Store, grid_configs, load_grid, sweep
+
+    grid = load_grid(args.grid)
+    seeds = list(range(args.seeds)) if args.seeds is not None else None
+    configs = grid_configs(grid, args.preset, seeds, device=args.device)
+    store = Store(args.results)
+    todo = sum(not store.done(c) for c in configs)
+    print(f"{len(configs)} runs in the grid at preset {args.preset}, {todo} still to do; "
+          f"records in {store.root / args.preset}")
+    records = sweep(configs, store, args.backend, args.address, args.cache_dir)
+    bad = [r for r in records if r["status"] != "finished"]
+    print(f"done: {len(records)} run now, {len(bad)} of them diverged or failed")
+    for r in bad:
+        print(f"  {r['label']} c={r['config']['compression']:g} seed {r['config']['seed']}: "
+              f"{r['status']}: {(r['error'] or '').strip().splitlines()[-1]}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .experiment import Store
+    from .report import write_report
+
+    records = Store(args.results).records(args.preset)
+    if not records:
+        print(f"error: no records in {args.results}/{args.preset}; run a sweep first",
+              file=sys.stderr)
+        return 2
+    out = args.out or f"reports/{args.preset}"
+    path = write_report(records, out, f"Results at the {args.preset} preset",
+                        args.compression)
+    print(f"wrote {path} and its figures ({len(records)} records)")
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from .bench import bench_prune, bench_sparse, bench_train
 
@@ -327,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         commands = {"train": run_train, "prune": run_prune, "imp": run_imp,
-                    "profile": run_profile, "bench": run_bench}
+                    "profile": run_profile, "sweep": run_sweep, "report": run_report,
+                    "bench": run_bench}
         return commands[args.command](args)
     except (datasets.DataNotFoundError, ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -86,3 +86,22 @@ def test_cli_bench_sparse_prints_speeds_and_a_verdict():
     rows = [line.split() for line in out.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [row[0] for row in rows] == ["0.05", "0.1", "0.2", "0.5", "1", "2", "3"]
     assert out.stdout.splitlines()[-1].startswith("batch 2: sparse is")
+
+
+def test_cli_sweep_then_report(tmp_path):
+    grid = tmp_path / "grid.json"
+    grid.write_text('{"methods": ["rand"], "compressions": [1], "imp_iters": [2], "seeds": [0]}')
+    common = ("--preset", "smoke", "--results", str(tmp_path / "results"))
+    first = run("sweep", *common, "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"))
+    assert first.returncode == 0, first.stderr
+    assert "2 still to do" in first.stdout and "done: 2 run now, 0 of them" in first.stdout
+    again = run("sweep", *common, "--grid", str(grid))
+    assert "0 still to do" in again.stdout
+    out = run("report", *common, "--out", str(tmp_path / "report"))
+    assert out.returncode == 0, out.stderr
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| compression | Rand | IMP (2 Iters) |" in text
+    assert (tmp_path / "report" / "accuracy.png").exists()
+    assert (tmp_path / "report" / "layer_density.svg").exists()
+    empty = run("report", "--preset", "laptop", "--results", str(tmp_path / "none"))
+    assert empty.returncode == 2 and "run a sweep first" in empty.stderr

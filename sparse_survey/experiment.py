@@ -1,0 +1,343 @@
+"""One run from a config to a stored record, the results store, presets and sweeps.
+
+A :class:`RunConfig` names everything that decides a result (model, data, method, compression,
+IMP rounds, scope, recipe, seed); :func:`run` prunes (or runs IMP), trains, evaluates and profiles
+it and returns one JSON-ready record. The :class:`Store` keeps one file per run under
+``results/<preset>/<hash of the config>.json``, written atomically, so a killed sweep leaves no
+half record and a rerun skips what is done. A run that diverges or fails is stored as such, with
+its error, and the sweep goes on. :func:`sweep` runs a grid locally or, with ``backend="ray"``,
+as one Ray task per run (one GPU each where GPUs exist).
+
+Presets, the one place where the training budgets are written down:
+
+============ ================= ===================== ======================================== =====
+preset       model             data                  recipe                                   use
+============ ================= ===================== ======================================== =====
+``smoke``    MLP               digits, 30 per class  10 epochs, batch 32, lr 0.05, one-cycle   tests
+``laptop``   VGG16, width 1/4  CIFAR-10, 1000/class  8 epochs, batch 128, lr 0.1, one-cycle    CPU
+``survey``   VGG16             CIFAR-10              40 epochs, batch 256, lr 0.1, one-cycle   GPU
+``paper``    VGG16             CIFAR-10              160 epochs, batch 128, lr 0.1, x0.1 at    GPU
+                                                     60 and 120, Nesterov 0.9, wd 1e-4
+============ ================= ===================== ======================================== =====
+
+All use SGD with Nesterov momentum 0.9; ``smoke``, ``laptop`` and ``survey`` use weight decay 5e-4.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__, lottery, masks, models, pruners
+from . import data as datasets
+from .data import Loader
+from .profile import device_name, profile
+from .train import Recipe, default_device, fit
+
+SCHEMA = 1
+METHODS = (*pruners.METHODS, "imp", "dense")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named budget: the model, the data and the training recipe of a run."""
+
+    model: str
+    width: float
+    dataset: str
+    limit_per_class: int | None
+    recipe: Recipe
+    profile_repeats: int = 5
+
+
+PRESETS = {
+    "smoke": Preset("mlp", 1.0, "digits", 30,
+                    Recipe(epochs=10, batch_size=32, lr=0.05, weight_decay=5e-4,
+                           schedule="onecycle"), profile_repeats=2),
+    "laptop": Preset("vgg16", 0.25, "cifar10", 1000,
+                     Recipe(epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4,
+                            schedule="onecycle"), profile_repeats=3),
+    "survey": Preset("vgg16", 1.0, "cifar10", None,
+                     Recipe(epochs=40, batch_size=256, lr=0.1, weight_decay=5e-4,
+                            schedule="onecycle")),
+    "paper": Preset("vgg16", 1.0, "cifar10", None, Recipe()),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides one run's result. ``iters`` is IMP's number of prune rounds;
+    ``rounds`` the number of scoring rounds of a one-shot method (None: its default, 100 for
+    SynFlow). ``device`` says where to run and is not part of the run's identity."""
+
+    method: str
+    compression: float
+    preset: str = "smoke"
+    model: str = "mlp"
+    width: float = 1.0
+    dataset: str = "digits"
+    limit_per_class: int | None = None
+    recipe: Recipe = field(default_factory=Recipe)
+    iters: int = 1
+    rounds: int | None = None
+    scope: str = "global"
+    seed: int = 0
+    prune_batches: int = 1
+    prune_batch_size: int = 256
+    profile_repeats: int = 5
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        pruners.density_of(self.compression)  # raises for a negative or NaN compression
+
+    @classmethod
+    def from_preset(cls, preset: str, method: str, compression: float, **overrides) -> RunConfig:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        p = PRESETS[preset]
+        base = dict(preset=preset, model=p.model, width=p.width, dataset=p.dataset,
+                    limit_per_class=p.limit_per_class, recipe=p.recipe,
+                    profile_repeats=p.profile_repeats)
+        return cls(method=method, compression=compression, **{**base, **overrides})
+
+    @property
+    def key(self) -> str:
+        """The hash that names the run's file (the device excluded)."""
+        identity = {k: v for k, v in asdict(self).items() if k != "device"}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """The survey's column name: Rand, Mag, SNIP, GraSP, SynFlow, IMP (k Iters), Dense."""
+        names = {"rand": "Rand", "mag": "Mag", "snip": "SNIP", "grasp": "GraSP",
+                 "synflow": "SynFlow", "dense": "Dense"}
+        return f"IMP ({self.iters} Iters)" if self.method == "imp" else names[self.method]
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    return RunConfig(**{**d, "recipe": Recipe(**{**d["recipe"],
+                                                 "milestones": tuple(d["recipe"]["milestones"])})})
+
+
+# ------------------------------------------------------------------------------------- one run
+
+def run(config: RunConfig, cache_dir=None, progress: bool = False) -> dict:
+    """Prune (or run IMP), train, evaluate and profile one config; return its record.
+
+    Never raises for a bad run: a diverged run (NaN or infinite loss) gets ``status="diverged"``,
+    any other error ``status="failed"``, each with its message, so a sweep can go on."""
+    start = time.perf_counter()
+    record = {"schema": SCHEMA, "key": config.key, "config": asdict(config),
+              "label": config.label, "status": "running", "error": None,
+              "environment": environment(config)}
+    try:
+        record.update(_run(config, cache_dir, progress))
+    except FloatingPointError as error:
+        record.update(status="diverged", error=str(error))
+    except Exception as error:  # stored, not raised: one bad cell must not end a sweep
+        record.update(status="failed", error="".join(traceback.format_exception(error))[-4000:])
+    record["timings"] = {**record.get("timings", {}), "total_s": time.perf_counter() - start}
+    return record
+
+
+def _run(config: RunConfig, cache_dir, progress: bool) -> dict:
+    device = torch.device(config.device) if config.device else default_device()
+    train, test = datasets.load(config.dataset, limit_per_class=config.limit_per_class)
+    torch.manual_seed(config.seed)
+    c, h, _ = train.shape
+    model = models.build(config.model, len(train.classes), c, config.width, image_size=h)
+    model.to(device)
+    timings: dict[str, float] = {}
+    tic = time.perf_counter()
+    if config.method == "imp":
+        result = lottery.imp(model, (train, test), config.compression, config.iters,
+                             config.recipe, seed=config.seed, device=device,
+                             cache_dir=cache_dir, progress=progress)
+        history, rounds = result.final["history"], result.rounds
+        timings["train_s"] = time.perf_counter() - tic
+    else:
+        if config.method != "dense":
+            loader = Loader(train, config.prune_batch_size, device, train=True, seed=config.seed)
+            batches = [b for b, _ in zip(loader, range(config.prune_batches))]
+            pruners.prune(model, config.method, config.compression, batches, config.scope,
+                          config.rounds, seed=config.seed, input_shape=train.shape)
+        timings["prune_s"] = time.perf_counter() - tic
+        tic = time.perf_counter()
+        fitted = fit(model, train, config.recipe, test, device, config.seed, progress=progress)
+        timings["train_s"] = time.perf_counter() - tic
+        if fitted.diverged:
+            raise FloatingPointError(fitted.error)
+        history, rounds = fitted.epochs, None
+    tic = time.perf_counter()
+    measured = profile(model, test, device, repeats=config.profile_repeats)
+    timings["profile_s"] = time.perf_counter() - tic
+    accuracies = [e["test_acc"] for e in history if "test_acc" in e]
+    return {"status": "finished", "timings": timings,
+            "metrics": {"test_acc": history[-1]["test_acc"], "best_test_acc": max(accuracies),
+                        **measured},
+            "layer_densities": masks.layer_densities(model),
+            "weight_histograms": weight_histograms(model),
+            "history": history, "imp_rounds": rounds, "data": train.name}
+
+
+def weight_histograms(model: torch.nn.Module, bins: int = 40) -> dict[str, dict]:
+    """Per prunable layer, a histogram of the kept weights (for the weight-distribution figure)."""
+    out = {}
+    for name, w in masks.prunable(model).items():
+        kept = w.detach()[masks.get(model)[name]].float().cpu().numpy()
+        counts, edges = np.histogram(kept, bins=bins) if kept.size else (np.zeros(bins), [0, 0])
+        out[name] = {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges]}
+    return out
+
+
+def environment(config: RunConfig) -> dict:
+    """Package versions, device and git commit: where a record came from."""
+    device = torch.device(config.device) if config.device else default_device()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"sparse_survey": __version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version(),
+            "device": str(device), "device_name": device_name(device), "git_commit": commit,
+            "threads": torch.get_num_threads(), "host": platform.node()}
+
+
+# ---------------------------------------------------------------------------------- the store
+
+class Store:
+    """One JSON file per run under ``root/<preset>/<key>.json``, written atomically."""
+
+    def __init__(self, root: str | os.PathLike = "results"):
+        self.root = Path(root)
+
+    def path(self, config: RunConfig) -> Path:
+        return self.root / config.preset / f"{config.key}.json"
+
+    def done(self, config: RunConfig) -> bool:
+        return self.path(config).exists()
+
+    def write(self, record: dict) -> Path:
+        config = config_from_dict(record["config"])
+        path = self.path(config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=1, allow_nan=True))
+        os.replace(tmp, path)
+        return path
+
+    def records(self, preset: str) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.root / preset).glob("*.json"))]
+
+
+# ------------------------------------------------------------------------------------- sweeps
+
+SURVEY_GRID = {"methods": ["rand", "mag", "snip", "grasp", "synflow"],
+               "compressions": list(pruners.SURVEY_COMPRESSIONS), "imp_iters": [2, 3, 4],
+               "seeds": [0]}
+
+
+def load_grid(spec: str | os.PathLike | dict) -> dict:
+    """``"survey"`` (the survey's grid), a dict, or a YAML or JSON file with any of the keys
+    methods, compressions, imp_iters (IMP round counts; empty for none) and seeds."""
+    if isinstance(spec, dict):
+        grid = spec
+    elif spec == "survey":
+        grid = SURVEY_GRID
+    else:
+        import yaml
+
+        path = Path(spec)
+        if not path.exists():
+            raise FileNotFoundError(f"grid {spec!r} is neither 'survey' nor an existing file")
+        grid = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    unknown = set(grid) - set(SURVEY_GRID)
+    if unknown:
+        raise ValueError(f"unknown grid keys {sorted(unknown)}; known: {sorted(SURVEY_GRID)}")
+    return {**SURVEY_GRID, **grid}
+
+
+def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
+                 **overrides) -> list[RunConfig]:
+    """Every run of a grid at a preset: one-shot methods x compressions, IMP with each round
+    count x compressions, for each seed."""
+    configs = []
+    for seed in seeds if seeds is not None else grid["seeds"]:
+        for c in grid["compressions"]:
+            for method in grid["methods"]:
+                configs.append(RunConfig.from_preset(preset, method, c, seed=seed, **overrides))
+            for k in grid["imp_iters"]:
+                configs.append(RunConfig.from_preset(preset, "imp", c, iters=k, seed=seed,
+                                                     **overrides))
+    return configs
+
+
+def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
+          address: str | None = None, cache_dir=None, progress: bool = True) -> list[dict]:
+    """Run every config that has no record yet and store each record as it arrives."""
+    pending = [c for c in configs if not store.done(c)]
+    bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="sweep",
+               unit="run", disable=not progress)
+    records = []
+
+    def keep(record: dict) -> None:
+        store.write(record)
+        records.append(record)
+        bar.set_postfix(last=f"{record['label']} c={record['config']['compression']:g} "
+                             f"{record['status']}")
+        bar.update()
+
+    if backend == "local":
+        for config in pending:
+            keep(run(config, cache_dir))
+    elif backend == "ray":
+        for record in _ray_runs(pending, address, cache_dir):
+            keep(record)
+    else:
+        raise ValueError(f"unknown backend {backend!r}; known: local, ray")
+    bar.close()
+    return records
+
+
+def _run_with_threads(config: RunConfig, cache_dir, threads: int) -> dict:
+    """A Ray task: :func:`run` with the driver's number of CPU threads (Ray would set one), since
+    CPU float reductions, and so a run's exact numbers, depend on the thread count."""
+    torch.set_num_threads(threads)
+    return run(config, cache_dir)
+
+
+def _ray_runs(configs: list[RunConfig], address: str | None, cache_dir):
+    """Yield records as Ray tasks finish: one task per run, one GPU each when the cluster has
+    GPUs, else as many CPUs as this process uses threads. Without ``address`` a local Ray
+    instance is started."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        threads = torch.get_num_threads()
+        task = ray.remote(num_cpus=1 if gpus else threads, num_gpus=gpus)(_run_with_threads)
+        waiting = [task.remote(replace(c, device="cuda") if gpus else c, cache_dir, threads)
+                   for c in configs]
+        while waiting:
+            finished, waiting = ray.wait(waiting, num_returns=1)
+            yield ray.get(finished[0])
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,276 @@
+"""Tables and figures from stored run records, beside the survey's own numbers.
+
+Every number here is computed from records written by :mod:`sparse_survey.experiment`; the only
+numbers not computed are the survey's, read from ``survey_tables.json`` (transcribed from the
+poster, with its caveats) and always labelled as the survey's. Tables have the survey's shape:
+compression rows, one column per method, the IMP columns beside them; a cell is the mean over
+seeds with the standard deviation when more than one seed finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METHOD_ORDER = ["Rand", "Mag", "SNIP", "GraSP", "SynFlow",
+                "IMP (2 Iters)", "IMP (3 Iters)", "IMP (4 Iters)"]
+MIB, GB = 2**20, 1e9
+
+
+def _metric(key: str, scale: float = 1.0) -> Callable[[dict], float]:
+    return lambda metrics: metrics[key] * scale if key in metrics else math.nan
+
+
+# name: (title, value from a record's metrics, decimals, the survey's table it mirrors)
+TABLES: dict[str, tuple[str, Callable[[dict], float], int, str | None]] = {
+    "accuracy": ("Top-1 test accuracy (%), final epoch", _metric("test_acc", 100), 2, "table1"),
+    "inference_time": ("Inference time on the test set (s)", _metric("time_s"), 3, "table2"),
+    "flops": ("Remaining FLOPs fraction", _metric("flops_fraction"), 4, "table3"),
+    "params": ("Remaining parameter fraction (all parameters)", _metric("remaining_fraction"),
+               4, None),
+    "cpu_memory": ("Peak CPU memory during inference, resident set (MiB)",
+                   _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "table4"),
+    "gpu_allocated": ("Peak GPU memory allocated during inference (GB)",
+                      _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "table5"),
+    "gpu_reserved": ("Peak GPU memory reserved during inference (GB)",
+                     _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "table6"),
+}
+
+
+def frame(records: list[dict]) -> pd.DataFrame:
+    """One row per finished record: method label, compression, seed and every table's value."""
+    rows = []
+    for r in records:
+        if r["status"] != "finished":
+            continue
+        row = {"label": r["label"], "compression": r["config"]["compression"],
+               "seed": r["config"]["seed"]}
+        row.update({name: value(r["metrics"]) for name, (_, value, _, _) in TABLES.items()})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES])
+
+
+def _ordered(labels) -> list[str]:
+    return [m for m in METHOD_ORDER if m in labels] + sorted(set(labels) - set(METHOD_ORDER))
+
+
+def summary(records: list[dict], name: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Mean, standard deviation (ddof 1) and count over seeds: compression x method."""
+    df = frame(records)
+    grouped = df.groupby(["compression", "label"])[name]
+    columns = _ordered(df["label"].unique())
+    return tuple(s.unstack("label").reindex(columns=columns)
+                 for s in (grouped.mean(), grouped.std(), grouped.count()))
+
+
+def table(records: list[dict], name: str) -> pd.DataFrame:
+    """The formatted table: ``mean`` or ``mean ± std`` (std when two or more seeds finished)."""
+    mean, std, count = summary(records, name)
+    decimals = TABLES[name][2]
+
+    def cell(m, s, n) -> str:
+        if not n or (isinstance(m, float) and math.isnan(m)):
+            return "n/a"
+        return f"{m:.{decimals}f}" + (f" ± {s:.{decimals}f}" if n > 1 else "")
+
+    return pd.DataFrame([[cell(mean.at[c, k], std.at[c, k], count.at[c, k]) for k in mean]
+                         for c in mean.index], index=mean.index, columns=mean.columns)
+
+
+def survey_numbers(name: str) -> pd.DataFrame | None:
+    """The survey's own table matching ours, as printed in the poster (None if it has none)."""
+    survey_table = TABLES[name][3]
+    if survey_table is None:
+        return None
+    source = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
+                        .read_text())
+    t = source["tables"][survey_table]
+    df = pd.DataFrame.from_dict(t["rows"], orient="index", columns=source["methods"],
+                                dtype=float)
+    df.index = [float(c) for c in df.index]
+    df.index.name = "compression"
+    return df
+
+
+def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
+    """Ours beside the survey's, per method: ``ours``, ``survey`` and ``ours - survey``."""
+    survey = survey_numbers(name)
+    if survey is None:
+        return None
+    mean, _, _ = summary(records, name)
+    columns = {}
+    for method in _ordered(set(mean.columns) & set(survey.columns)):
+        ours = mean[method].reindex(survey.index)
+        columns[(method, "ours")] = ours
+        columns[(method, "survey")] = survey[method]
+        columns[(method, "diff")] = ours - survey[method]
+    return pd.DataFrame(columns)
+
+
+def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
+    """A GitHub-flavoured markdown table (the index becomes the first column)."""
+    def text(v) -> str:
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:.{decimals}f}"
+        return str(v)
+
+    header = [df.index.name or ""] + [" ".join(c) if isinstance(c, tuple) else str(c)
+                                      for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in df.iterrows():
+        lines.append("| " + " | ".join([f"{index:g}" if isinstance(index, float) else str(index)]
+                                       + [text(v) for v in row]) + " |")
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------- figures
+
+def accuracy_figure(records: list[dict], path: Path, with_survey: bool = True):
+    """Accuracy against compression: one line per method with a ±1 std band over seeds, and the
+    survey's points as open markers of the same colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mean, std, _ = summary(records, "accuracy")
+    survey = survey_numbers("accuracy") if with_survey else None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, method in enumerate(mean.columns):
+        color = f"C{i}"
+        m, s = mean[method], std[method].fillna(0)
+        ax.plot(m.index, m, "-o", color=color, label=method, markersize=4)
+        ax.fill_between(m.index, m - s, m + s, color=color, alpha=0.2)
+        if survey is not None and method in survey:
+            ax.plot(survey.index, survey[method], "o", mfc="none", color=color, alpha=0.7)
+    ax.set_xscale("symlog", linthresh=0.05)
+    ax.set_xlabel("compression c (density 10^-c)")
+    ax.set_ylabel("top-1 test accuracy (%)")
+    ax.set_title("accuracy after pruning" + (" (open markers: the survey's numbers)"
+                                             if survey is not None else ""))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    return _save(fig, path)
+
+
+def layer_density_figure(records: list[dict], compression: float, path: Path):
+    """Per-layer density of each method's network at one compression (the survey's Figure 1),
+    averaged over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in records if r["status"] == "finished"
+              and math.isclose(r["config"]["compression"], compression)]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, method in enumerate(_ordered({r["label"] for r in chosen})):
+        runs = [r["layer_densities"] for r in chosen if r["label"] == method]
+        layers = list(runs[0])
+        density = np.mean([[run[n] for n in layers] for run in runs], axis=0)
+        ax.plot(range(1, len(layers) + 1), density, "-o", color=f"C{i}", label=method,
+                markersize=4)
+    ax.set_yscale("log")
+    ax.set_xticks(range(1, len(layers) + 1))
+    ax.set_xlabel("prunable layer (input to output)")
+    ax.set_ylabel("density (kept fraction)")
+    ax.set_title(f"per-layer density at compression {compression:g} "
+                 f"(overall {10 ** -compression:.3g})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2)
+    return _save(fig, path)
+
+
+def weight_histogram_figure(record: dict, path: Path):
+    """Histograms of the kept weights of every prunable layer of one run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    histograms = record["weight_histograms"]
+    n = len(histograms)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), squeeze=False)
+    for ax, (name, h) in zip(axes.flat, histograms.items()):
+        edges = np.asarray(h["edges"])
+        ax.bar(edges[:-1], h["counts"], width=np.diff(edges), align="edge")
+        ax.set_title(name, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    config = record["config"]
+    fig.suptitle(f"kept weights after training: {record['label']}, compression "
+                 f"{config['compression']:g}, seed {config['seed']}", fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    written = []
+    for suffix in (".png", ".svg"):
+        fig.savefig(path.with_suffix(suffix), dpi=120)
+        written.append(path.with_suffix(suffix))
+    plt.close(fig)
+    return written
+
+
+# --------------------------------------------------------------------------------- the report
+
+def write_report(records: list[dict], out: str | Path, title: str,
+                 figure_compression: float = 1.0) -> Path:
+    """Write ``report.md`` (every table, ours and beside the survey's) and the figures."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = sorted({r.get("data", "?") for r in records if r["status"] == "finished"})
+    seeds = sorted({r["config"]["seed"] for r in records})
+    lines = [f"# {title}", "",
+             f"{len(records)} stored runs ({sum(r['status'] == 'finished' for r in records)} "
+             f"finished), seeds {seeds}, data: {', '.join(data)}. Cells: mean ± std over seeds.",
+             ""]
+    survey = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
+                        .read_text())
+    for name, (caption, _, decimals, survey_table) in TABLES.items():
+        lines += [f"## {caption}", "", markdown(table(records, name)), ""]
+        compared = comparison(records, name)
+        if compared is not None:
+            t = survey["tables"][survey_table]
+            doubtful = f"; uncertain cells: {', '.join(t['uncertain'])}" if t["uncertain"] else ""
+            lines += [f"Beside the survey's {survey_table} (the survey's numbers as transcribed "
+                      f"from its poster, unit: {t['unit']}{doubtful}; diff = ours - survey):",
+                      "", markdown(compared, decimals), ""]
+    failures = [r for r in records if r["status"] != "finished"]
+    if failures:
+        lines += ["## Runs that did not finish", ""]
+        lines += [f"- {r['label']} at compression {r['config']['compression']:g}, seed "
+                  f"{r['config']['seed']}: {r['status']}: {(r['error'] or '').splitlines()[-1]}"
+                  for r in failures]
+        lines.append("")
+    finished = {r["config"]["compression"] for r in records if r["status"] == "finished"}
+    if finished:  # the per-layer figures at the finished compression nearest the one asked for
+        figure_compression = min(finished, key=lambda c: abs(c - figure_compression))
+        accuracy_figure(records, out / "accuracy")
+        layer_density_figure(records, figure_compression, out / "layer_density")
+        lines += ["## Figures", "", "![accuracy against compression](accuracy.png)", "",
+                  "![per-layer density](layer_density.png)", ""]
+        for r in records:
+            if (r["status"] == "finished" and r["config"]["seed"] == seeds[0]
+                    and math.isclose(r["config"]["compression"], figure_compression)):
+                stem = "weights_" + r["label"].lower().replace(" ", "_").replace("(", "") \
+                    .replace(")", "")
+                weight_histogram_figure(r, out / stem)
+                lines += [f"![weights of {r['label']}]({stem}.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,178 @@
+"""Runs, the results store, sweeps (local and Ray) and report tables, at the smoke preset."""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sparse_survey import experiment, report
+from sparse_survey.experiment import RunConfig, Store
+from sparse_survey.train import Recipe
+
+GRID = {"methods": ["mag", "snip"], "compressions": [0.5, 1], "imp_iters": [], "seeds": [0]}
+
+
+@pytest.fixture
+def configs():
+    return experiment.grid_configs(experiment.load_grid(GRID), "smoke", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    configs = experiment.grid_configs(experiment.load_grid(GRID), "smoke", device="cpu")
+    records = experiment.sweep(configs, Store(root), cache_dir=root / "cache", progress=False)
+    return root, configs, records
+
+
+def test_a_smoke_sweep_produces_records_and_tables(swept):
+    root, configs, records = swept
+    files = sorted((root / "smoke").glob("*.json"))
+    assert len(files) == len(configs) == 4 and all(r["status"] == "finished" for r in records)
+    record = json.loads(files[0].read_text())
+    assert record["schema"] == experiment.SCHEMA
+    for key in ("config", "metrics", "layer_densities", "history", "timings", "environment"):
+        assert record[key]
+    for key in ("test_acc", "best_test_acc", "density", "remaining_fraction", "flops_fraction",
+                "time_s", "cpu_rss_peak_bytes"):
+        assert math.isfinite(record["metrics"][key])
+    assert record["environment"]["torch"] and record["environment"]["device"] == "cpu"
+    accuracy = report.table(Store(root).records("smoke"), "accuracy")
+    assert list(accuracy.columns) == ["Mag", "SNIP"] and list(accuracy.index) == [0.5, 1.0]
+    assert all(float(v) > 10 for v in accuracy.to_numpy().flatten())
+
+
+def test_running_the_sweep_again_does_no_work(swept, monkeypatch):
+    root, configs, _ = swept
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(experiment, "run", no_work)
+    assert experiment.sweep(configs, Store(root), progress=False) == []
+
+
+def test_a_killed_run_leaves_no_partial_file_and_the_rerun_completes(configs, tmp_path,
+                                                                     monkeypatch):
+    store = Store(tmp_path)
+    real_write_text = Path.write_text
+
+    def dies_while_writing(self, text, *args, **kwargs):
+        if ".tmp" in self.name and len(list((tmp_path / "smoke").glob("*.json"))) == 1:
+            real_write_text(self, text[: len(text) // 2])  # half a record on disk, then killed
+            raise KeyboardInterrupt("killed")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.sweep(configs, store, cache_dir=tmp_path / "cache", progress=False)
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    finished = list((tmp_path / "smoke").glob("*.json"))
+    assert len(finished) == 1 and json.loads(finished[0].read_text())["status"] == "finished"
+    rerun = experiment.sweep(configs, store, cache_dir=tmp_path / "cache", progress=False)
+    assert len(rerun) == 3
+    assert all(json.loads(p.read_text())["status"] == "finished"
+               for p in (tmp_path / "smoke").glob("*.json"))
+    assert len(list((tmp_path / "smoke").glob("*.json"))) == 4
+
+
+def test_a_nan_run_is_stored_as_diverged_and_the_sweep_goes_on(configs, tmp_path):
+    exploding = Recipe(epochs=3, batch_size=32, lr=1e12, momentum=0.0, nesterov=False,
+                       schedule="constant")
+    runs = [replace(configs[0], recipe=exploding), configs[1]]
+    records = experiment.sweep(runs, Store(tmp_path), progress=False)
+    assert [r["status"] for r in records] == ["diverged", "finished"]
+    assert "loss became" in records[0]["error"]
+    stored = Store(tmp_path).records("smoke")
+    assert sorted(r["status"] for r in stored) == ["diverged", "finished"]
+    assert "Runs that did not finish" in report.write_report(stored, tmp_path / "report",
+                                                             "t").read_text()
+
+
+def test_a_failing_run_is_stored_as_failed():
+    broken = RunConfig.from_preset("smoke", "mag", 1, model="vgg16", device="cpu")
+    record = experiment.run(broken)  # VGG16's five pools cannot shrink an 8x8 digit
+    assert record["status"] == "failed" and "Traceback" in record["error"]
+    assert "metrics" not in record and record["timings"]["total_s"] > 0
+
+
+def test_ray_backend_gives_the_same_records_as_the_local_one(swept, tmp_path):
+    ray = pytest.importorskip("ray")
+    _, configs, local = swept
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = experiment.sweep(configs, Store(tmp_path), backend="ray",
+                                  cache_dir=tmp_path / "cache", progress=False)
+    finally:
+        ray.shutdown()
+    by_key = {r["key"]: r for r in remote}
+    assert set(by_key) == {r["key"] for r in local}
+
+    def deterministic(record):
+        measured = ("time", "images_per_s", "latency", "cpu_", "seconds")
+        return {"config": record["config"], "status": record["status"],
+                "layer_densities": record["layer_densities"],
+                "metrics": {k: v for k, v in record["metrics"].items()
+                            if not k.startswith(measured)},
+                "history": [{k: v for k, v in e.items() if not k.startswith(measured)}
+                            for e in record["history"]]}
+
+    for record in local:
+        assert deterministic(by_key[record["key"]]) == deterministic(record)
+
+
+def test_config_keys_and_bad_input():
+    a = RunConfig.from_preset("smoke", "mag", 1)
+    assert a.key == RunConfig.from_preset("smoke", "mag", 1, device="cuda").key  # not identity
+    assert a.key != RunConfig.from_preset("smoke", "mag", 1, seed=1).key
+    assert experiment.config_from_dict(json.loads(json.dumps(
+        {**a.__dict__, "recipe": a.recipe.__dict__}))) == a
+    assert RunConfig.from_preset("smoke", "imp", 1, iters=3).label == "IMP (3 Iters)"
+    with pytest.raises(ValueError, match="unknown method"):
+        RunConfig.from_preset("smoke", "obd", 1)
+    with pytest.raises(ValueError, match="unknown preset"):
+        RunConfig.from_preset("huge", "mag", 1)
+    with pytest.raises(ValueError, match="compression"):
+        RunConfig.from_preset("smoke", "mag", -1)
+    with pytest.raises(ValueError, match="unknown grid keys"):
+        experiment.load_grid({"method": ["mag"]})
+
+
+def test_grid_from_a_yaml_file(tmp_path):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("methods: [rand]\ncompressions: [1, 2]\nimp_iters: [2]\nseeds: [0, 1]\n")
+    configs = experiment.grid_configs(experiment.load_grid(spec), "smoke")
+    assert len(configs) == 2 * 2 * 2
+    assert len(experiment.grid_configs(experiment.load_grid("survey"), "smoke")) == 6 * 8
+
+
+def fabricated(label, method, compression, seed, accuracy, time_s, status="finished"):
+    iters = int(label[5]) if method == "imp" else 1
+    config = RunConfig.from_preset("smoke", method, compression, seed=seed, iters=iters)
+    return {"label": label, "status": status, "key": config.key, "data": "made up",
+            "config": {"compression": compression, "seed": seed},
+            "metrics": {"test_acc": accuracy, "time_s": time_s, "flops_fraction": 0.5,
+                        "remaining_fraction": 0.5, "cpu_rss_peak_bytes": 2**20}}
+
+
+def test_report_tables_match_hand_computed_means():
+    records = [fabricated("Mag", "mag", 1, 0, 0.80, 1.0), fabricated("Mag", "mag", 1, 1, 0.90, 3.0),
+               fabricated("Mag", "mag", 2, 0, 0.50, 2.0),
+               fabricated("IMP (2 Iters)", "imp", 1, 0, 0.85, 1.5),
+               fabricated("Mag", "mag", 2, 1, 0.10, 9.0, status="diverged")]
+    mean, std, count = report.summary(records, "accuracy")
+    assert mean.at[1, "Mag"] == pytest.approx(85.0) and count.at[1, "Mag"] == 2
+    assert std.at[1, "Mag"] == pytest.approx(math.sqrt(50))  # (80, 90): sample std 7.07
+    assert mean.at[2, "Mag"] == pytest.approx(50.0) and count.at[2, "Mag"] == 1  # diverged: out
+    formatted = report.table(records, "accuracy")
+    assert list(formatted.columns) == ["Mag", "IMP (2 Iters)"]
+    assert formatted.at[1, "Mag"] == "85.00 ± 7.07" and formatted.at[2, "Mag"] == "50.00"
+    assert formatted.at[2, "IMP (2 Iters)"] == "n/a"
+    assert report.table(records, "inference_time").at[1, "Mag"] == "2.000 ± 1.414"
+    assert report.table(records, "cpu_memory").at[1, "Mag"] == "1.0 ± 0.0"
+    compared = report.comparison(records, "accuracy")
+    assert compared.at[1.0, ("Mag", "survey")] == 88.88  # the survey's table 1
+    assert compared.at[1.0, ("Mag", "diff")] == pytest.approx(85.0 - 88.88)
+    assert report.comparison(records, "params") is None  # the survey has no such table
