@@ -128,6 +128,7 @@ class RunConfig:
 
 
 def config_from_dict(d: dict) -> RunConfig:
+    """The :class:`RunConfig` of a stored record's ``"config"`` (to rerun or vary it)."""
     return RunConfig(**{**d, "recipe": Recipe(**{**d["recipe"],
                                                  "milestones": tuple(d["recipe"]["milestones"])})})
 
@@ -232,8 +233,7 @@ class Store:
         return self.path(config).exists()
 
     def write(self, record: dict) -> Path:
-        config = config_from_dict(record["config"])
-        path = self.path(config)
+        path = self.root / record["config"]["preset"] / f"{record['key']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(record, indent=1, allow_nan=True))
