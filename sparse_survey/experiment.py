@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import __version__, lottery, masks, models, pruners
 from . import data as datasets

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import masks, models, pruners
 from .data import ImageSet, default_cache_dir

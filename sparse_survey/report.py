@@ -131,12 +131,9 @@ def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
 
 # -------------------------------------------------------------------------------------- figures
 
-def accuracy_figure(records: list[dict], path: Path, with_survey: bool = True):
+def accuracy_figure(records: list[dict], path: Path | None = None, with_survey: bool = True):
     """Accuracy against compression: one line per method with a ±1 std band over seeds, and the
     survey's points as open markers of the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     mean, std, _ = summary(records, "accuracy")
@@ -159,12 +156,9 @@ def accuracy_figure(records: list[dict], path: Path, with_survey: bool = True):
     return _save(fig, path)
 
 
-def layer_density_figure(records: list[dict], compression: float, path: Path):
+def layer_density_figure(records: list[dict], compression: float, path: Path | None = None):
     """Per-layer density of each method's network at one compression (the survey's Figure 1),
     averaged over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     chosen = [r for r in records if r["status"] == "finished"
@@ -187,11 +181,8 @@ def layer_density_figure(records: list[dict], compression: float, path: Path):
     return _save(fig, path)
 
 
-def weight_histogram_figure(record: dict, path: Path):
+def weight_histogram_figure(record: dict, path: Path | None = None):
     """Histograms of the kept weights of every prunable layer of one run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     histograms = record["weight_histograms"]
@@ -212,18 +203,35 @@ def weight_histogram_figure(record: dict, path: Path):
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> list[Path]:
+def score_figure(scores: dict, title: str, path: Path | None = None):
+    """The distribution of each layer's scores (log10 of their magnitude), layer by layer."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    logs = []
+    for s in scores.values():
+        magnitude = s.detach().abs().flatten().double().cpu().numpy()
+        logs.append(np.log10(magnitude[magnitude > 0]) if (magnitude > 0).any() else [0.0])
+    ax.boxplot(logs, showfliers=False)
+    ax.set_xlabel("prunable layer (input to output)")
+    ax.set_ylabel("log10 |score|")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path | None):
+    """Lay out ``fig``; with a path, write it as PNG and SVG and close it. Returns the figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    written = []
-    for suffix in (".png", ".svg"):
-        fig.savefig(path.with_suffix(suffix), dpi=120)
-        written.append(path.with_suffix(suffix))
-    plt.close(fig)
-    return written
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".png", ".svg"):
+            fig.savefig(path.with_suffix(suffix), dpi=120)
+        plt.close(fig)
+    return fig
 
 
 # --------------------------------------------------------------------------------- the report

@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The Lottery Ticket Hypothesis: winning tickets against random tickets
+#
+# **The claim** (Frankle & Carbin 2019). A dense network contains sparse subnetworks, "winning
+# tickets", that train in isolation from *their original initialization* to the accuracy of the
+# dense network. They are found by iterative magnitude pruning (IMP): train, prune the smallest
+# weights, rewind the survivors to their initial values, repeat.
+#
+# **The test.** If the ticket's initial values matter, the same mask with fresh random weights
+# (random reinitialization) should do worse, and so should the original weights under a mask
+# shuffled within each layer (layerwise shuffle: same per-layer density, new positions). After
+# $k$ rounds to compression $c$ the ticket keeps $\operatorname{round}(10^{-c} N)$ weights; round
+# $r$ keeps $10^{-c r / k}$ of them.
+
+# %% tags=["parameters"]
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density 10^-c)
+iters: int = 2  # IMP prune rounds per ticket
+seed: int = 0  # seed of weights and data order
+data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
+device: str = None  # torch device (None: cuda when available)
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+import sparse_survey as ss
+from sparse_survey import report, tutorial
+
+preset: str = tutorial.resolve_preset(preset)
+tutorial.use_data_root(data_root)
+recipe = ss.experiment.PRESETS[preset].recipe
+print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+
+# %% [markdown]
+# ## Tickets and their controls
+#
+# One IMP run per compression (the dense training is cached and shared), then both controls
+# trained with the same recipe and data order as the ticket's last round.
+
+# %%
+rows = []
+for compression in compressions:
+    model, data = tutorial.fresh_model(preset, seed, device)
+    ticket = ss.lottery.imp(model, data, compression, iters, recipe, seed=seed,
+                            device=device, progress=False)
+    accuracy = ss.lottery.controls(ticket, data, recipe, seed, device, progress=False)
+    rows.append({"compression": compression, "density": 10**-compression,
+                 **{name: 100 * value for name, value in accuracy.items()}})
+    print(f"compression {compression:g}: " + ", ".join(f"{k} {100 * v:.2f} %"
+                                                     for k, v in accuracy.items()))
+table = pd.DataFrame(rows).set_index("compression")
+display(Markdown(report.markdown(table, 2)))
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for name in ("winning ticket", "random reinit", "layerwise shuffle"):
+    ax.plot(table["density"], table[name], "-o", label=name)
+ax.set_xscale("log")
+ax.invert_xaxis()
+ax.set_xlabel("density (kept fraction of prunable weights)")
+ax.set_ylabel("top-1 test accuracy (%)")
+ax.set_title(f"winning tickets against random tickets ({iters} IMP rounds)")
+ax.grid(alpha=0.3)
+ax.legend()
+fig.tight_layout()
+
+# %%
+sparsest = table.iloc[-1]
+glue("lth_density", float(sparsest["density"]), display=False)
+glue("lth_ticket_accuracy", float(sparsest["winning ticket"]), display=False)
+glue("lth_reinit_accuracy", float(sparsest["random reinit"]), display=False)
+glue("lth_shuffle_accuracy", float(sparsest["layerwise shuffle"]), display=False)

@@ -1,0 +1,97 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Magnitude pruning
+#
+# **The idea.** A weight of small magnitude contributes little to a layer's output, so remove the
+# smallest ones (Han et al. 2015). Applied after training it is the classic compression method;
+# applied at initialization, as here, it ranks weights by their random initial values, which
+# favours layers initialised with a large spread (small fan-in).
+#
+# **The score.** For a weight $w$,
+#
+# $$ S(w) = |w| , $$
+#
+# and a global threshold keeps the $\operatorname{round}(10^{-c} N)$ highest scores of the $N$ prunable
+# weights. Iterated with training and rewinding it becomes IMP (see the IMP notebook).
+
+# %% tags=["parameters"]
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
+seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
+figure_compression: float = 1.0  # compression of the per-layer pictures
+results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
+device: str = None  # torch device (None: cuda when available)
+
+# %%
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+import sparse_survey as ss
+from sparse_survey import report, tutorial
+
+preset: str = tutorial.resolve_preset(preset)
+tutorial.use_data_root(data_root)
+METHOD = "mag"
+print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+
+# %% [markdown]
+# ## The scores of a freshly initialised network
+#
+# Scores of every prunable layer of the preset's model at initialization, which needs no data.
+# Higher scores are kept.
+
+# %%
+model, batches = tutorial.fresh_model_and_batches(preset, device=device)
+scores = ss.pruners.score(model, METHOD, batches)
+report.score_figure(scores, "Magnitude scores per layer at initialization")
+
+# %% [markdown]
+# ## One pruning, layer by layer
+#
+# Pruning to compression `figure_compression` keeps exactly round(10^-c x N) of the N prunable
+# weights; how they spread over the layers is the method's signature.
+
+# %%
+ss.pruners.prune(model, METHOD, figure_compression, batches)
+per_layer = ss.masks.layer_densities(model)
+display(Markdown(report.markdown(
+    pd.DataFrame({"density": per_layer}).rename_axis("layer"), 4)))
+glue("mag_density", ss.masks.density(model), display=False)
+glue("mag_flops_fraction",
+     ss.profile.remaining_flops_fraction(model, batches[0][0].shape[1:]), display=False)
+
+# %% [markdown]
+# ## Trained across the survey's compressions
+#
+# Each run prunes a freshly initialised network, trains it with the preset's recipe and profiles
+# it; its record lands in the results store, so a rerun of this notebook reuses it.
+
+# %%
+records = tutorial.runs(METHOD, compressions, preset, seeds, results=results, device=device)
+display(Markdown(report.markdown(report.table(records, "accuracy"))))
+
+# %%
+report.accuracy_figure(records)
+
+# %%
+mean = report.summary(records, "accuracy")[0]
+highest = max(mean.index)
+glue("mag_highest_compression", float(highest), display=False)
+glue("mag_accuracy", float(mean.loc[highest].iloc[0]), display=False)
+print(f"accuracy at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")

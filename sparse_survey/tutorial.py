@@ -1,0 +1,69 @@
+"""Small conveniences for the notebooks: pick a preset, fetch scoring data, run or reuse runs.
+
+The notebooks hold prose, parameters and calls; what they call lives here or in the modules it
+uses, so that every number a notebook shows comes from the package and its results store.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from . import data as datasets
+from . import models
+from .data import Loader
+from .experiment import PRESETS, RunConfig, Store, sweep
+
+
+def resolve_preset(preset: str) -> str:
+    """``"auto"`` means ``survey`` on a GPU and ``laptop`` on a CPU."""
+    if preset == "auto":
+        return "survey" if torch.cuda.is_available() else "laptop"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: auto, {', '.join(PRESETS)}")
+    return preset
+
+
+def use_data_root(data_root: str | None) -> None:
+    """Point every later CIFAR-10 load at ``data_root`` (sets ``SPARSE_SURVEY_DATA``)."""
+    if data_root:
+        os.environ["SPARSE_SURVEY_DATA"] = str(data_root)
+
+
+def fresh_model(preset: str, seed: int = 0, device: str | None = None,
+                dataset: str | None = None):
+    """A freshly initialised model of a preset (seeded), and the preset's ``(train, test)``."""
+    p = PRESETS[preset]
+    data = datasets.load(dataset or p.dataset, limit_per_class=p.limit_per_class)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    c, h, _ = data[0].shape
+    model = models.build(p.model, len(data[0].classes), c, p.width, image_size=h).to(device)
+    return model, data
+
+
+def fresh_model_and_batches(preset: str, seed: int = 0, batches: int = 1,
+                            device: str | None = None):
+    """A freshly initialised model of a preset and a few of its training batches (for scoring)."""
+    model, (train, _) = fresh_model(preset, seed, device)
+    device = next(model.parameters()).device
+    loader = Loader(train, min(256, len(train)), device, train=True, seed=seed)
+    return model, [b for b, _ in zip(loader, range(batches))]
+
+
+def runs(method: str, compressions, preset: str, seeds=1, iters: int = 1,
+         results: str = "results", device: str | None = None, progress: bool = True,
+         cache_dir=None, **overrides) -> list[dict]:
+    """The records of ``method`` at each compression and seed (``seeds``: a count, or a list),
+    running only what the store ``results`` does not hold yet. ``overrides`` change the preset's
+    settings (e.g. ``dataset``)."""
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    if method == "imp":
+        overrides["iters"] = iters
+    configs = [RunConfig.from_preset(preset, method, c, seed=s, device=device, **overrides)
+               for s in seeds for c in compressions]
+    store = Store(results)
+    sweep(configs, store, cache_dir=cache_dir, progress=progress)
+    stored = {r["key"]: r for r in store.records(preset)}
+    return [stored[c.key] for c in configs]

@@ -1,0 +1,75 @@
+"""Every notebook runs under papermill at the smoke preset (digits) and glues its numbers; the
+jupytext pairs are in sync; the committed .ipynb files carry no outputs."""
+
+import json
+from pathlib import Path
+
+import jupytext
+import papermill
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+ORDER = ["magnitude", "snip", "grasp", "synflow", "imp", "lth", "compare"]  # compare reads the rest
+PARAMETERS = {
+    **{m: {"compressions": [0.5, 1]} for m in ("magnitude", "snip", "grasp", "synflow")},
+    "imp": {"compressions": [0.5, 1], "iters": 2},
+    "lth": {"compressions": [1, 1.5], "iters": 2},
+    "compare": {},
+}
+GLUED = {
+    "magnitude": ["mag_density", "mag_flops_fraction", "mag_accuracy"],
+    "snip": ["snip_density", "snip_flops_fraction", "snip_accuracy"],
+    "grasp": ["grasp_density", "grasp_flops_fraction", "grasp_accuracy"],
+    "synflow": ["synflow_density", "synflow_flops_fraction", "synflow_accuracy"],
+    "imp": ["imp_iters", "imp_accuracy", "imp_highest_compression"],
+    "lth": ["lth_density", "lth_ticket_accuracy", "lth_reinit_accuracy", "lth_shuffle_accuracy"],
+    "compare": ["compare_runs", "compare_best_method", "compare_best_accuracy"],
+}
+
+
+def test_every_notebook_is_covered():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(ORDER)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+def glued(notebook: dict) -> dict[str, str]:
+    values = {}
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook")
+            if record:
+                values[record["name"]] = next(iter(output["data"].values()))
+    return values
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_runs_at_the_smoke_preset_and_glues_its_numbers(name, results, tmp_path):
+    out = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"), str(out), kernel_name="python3", cwd=str(ROOT),
+        parameters={"preset": "smoke", "results": str(results), **PARAMETERS[name]},
+        progress_bar=False)
+    executed = json.loads(out.read_text())
+    values = glued(executed)
+    for key in GLUED[name]:
+        assert key in values and values[key] not in ("nan", "None"), (key, values)
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_jupytext_pair_is_in_sync_and_the_ipynb_has_no_outputs(name):
+    text = jupytext.read(NOTEBOOKS / f"{name}.py")
+    notebook = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+    assert [(c.cell_type, c.source) for c in text.cells] == \
+        [(c.cell_type, c.source) for c in notebook.cells]
+    assert notebook.metadata["jupytext"]["formats"] == "ipynb,py:percent"
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and all("#" in line for line in tagged[0].source.splitlines())
+    raw = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    for cell in raw["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
