@@ -48,7 +48,9 @@ def glued(notebook: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("name", ORDER)
-def test_notebook_runs_at_the_smoke_preset_and_glues_its_numbers(name, results, tmp_path):
+def test_notebook_runs_at_the_smoke_preset_and_glues_its_numbers(name, results, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("SPARSE_SURVEY_CACHE", str(results / "cache"))  # the kernel inherits it
     out = tmp_path / f"{name}.ipynb"
     papermill.execute_notebook(
         str(NOTEBOOKS / f"{name}.ipynb"), str(out), kernel_name="python3", cwd=str(ROOT),
