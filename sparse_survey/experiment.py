@@ -240,8 +240,16 @@ class Store:
         os.replace(tmp, path)
         return path
 
-    def records(self, preset: str) -> list[dict]:
-        return [json.loads(p.read_text()) for p in sorted((self.root / preset).glob("*.json"))]
+    def records(self, preset: str, stale: bool = False) -> list[dict]:
+        """The stored records of a preset. Records made under an earlier definition of a named
+        preset (another model, data or recipe) are left out unless ``stale=True``, so tables
+        never mix budgets."""
+        records = [json.loads(p.read_text()) for p in sorted((self.root / preset).glob("*.json"))]
+        if stale or preset not in PRESETS:
+            return records
+        current = json.loads(json.dumps(asdict(RunConfig.from_preset(preset, "dense", 0))))
+        budget = ("model", "width", "dataset", "limit_per_class", "recipe", "profile_repeats")
+        return [r for r in records if all(r["config"][k] == current[k] for k in budget)]
 
 
 # ------------------------------------------------------------------------------------- sweeps

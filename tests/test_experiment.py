@@ -176,3 +176,17 @@ def test_report_tables_match_hand_computed_means():
     assert compared.at[1.0, ("Mag", "survey")] == 88.88  # the survey's table 1
     assert compared.at[1.0, ("Mag", "diff")] == pytest.approx(85.0 - 88.88)
     assert report.comparison(records, "params") is None  # the survey has no such table
+
+
+def test_records_of_an_earlier_preset_definition_are_left_out(swept, tmp_path):
+    root, configs, _ = swept
+    store = Store(tmp_path)
+    for path in (root / "smoke").glob("*.json"):
+        (tmp_path / "smoke").mkdir(exist_ok=True)
+        (tmp_path / "smoke" / path.name).write_text(path.read_text())
+    old = json.loads(next((tmp_path / "smoke").glob("*.json")).read_text())
+    old["config"]["recipe"]["epochs"] += 1  # as if made when the preset trained longer
+    old["key"] = "0" * 16
+    store.write(old)
+    assert len(store.records("smoke")) == len(configs)
+    assert len(store.records("smoke", stale=True)) == len(configs) + 1
