@@ -35,6 +35,13 @@ def add_model_options(p: argparse.ArgumentParser, model: str = "vgg16") -> None:
                    help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
 
+def add_bench_model_options(p: argparse.ArgumentParser, width: float | None = 1.0,
+                            width_help: str = "width multiplier (default: %(default)s)") -> None:
+    p.add_argument("--model", default="vgg16", choices=models.MODELS,
+                   help="model (default: %(default)s)")
+    p.add_argument("--width", type=float, default=width, help=width_help)
+
+
 def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--method", required=required, default=None, choices=pruners.METHODS,
                    help="pruning method" + ("" if required else " (default: none, dense)"))
@@ -179,10 +186,8 @@ def parser() -> argparse.ArgumentParser:
         description="Training images/s of this project's loop and of a plain DataLoader "
                     "baseline (CPU transforms, fp32, batch 128) on the same model, and their "
                     "ratio.")
-    bench_train.add_argument("--model", default="vgg16", choices=models.MODELS,
-                             help="model (default: %(default)s)")
-    bench_train.add_argument("--width", type=float, default=None,
-                             help="width multiplier (default: 1 on a GPU, 0.25 on a CPU)")
+    add_bench_model_options(bench_train, None, "width multiplier (default: 1 on a GPU, 0.25 on "
+                                               "a CPU)")
     bench_train.add_argument("--images", type=int, default=None,
                              help="training images per measurement (default: 50000 on a GPU, "
                                   "10000 on a CPU)")
@@ -197,10 +202,7 @@ def parser() -> argparse.ArgumentParser:
         "prune", help="scoring and pruning time of every method",
         description="Time each method's scoring (one round) and full pruning on a model, on the "
                     "CPU and on a GPU when one is available.")
-    bench_prune.add_argument("--model", default="vgg16", choices=models.MODELS,
-                             help="model (default: %(default)s)")
-    bench_prune.add_argument("--width", type=float, default=1.0,
-                             help="width multiplier (default: %(default)s)")
+    add_bench_model_options(bench_prune)
     bench_prune.add_argument("--compression", type=float, default=1.0,
                              help="compression to prune to (default: %(default)s)")
     bench_prune.add_argument("--device", action="append", default=None,
@@ -209,10 +211,7 @@ def parser() -> argparse.ArgumentParser:
         "sparse", help="dense masked vs CSR sparse forward time by density",
         description="Time a pruned model's forward pass dense (masked) and with CSR sparse "
                     "kernels at the survey's compressions and 3, at batch 1 and a larger batch.")
-    bench_sparse.add_argument("--model", default="vgg16", choices=models.MODELS,
-                              help="model (default: %(default)s)")
-    bench_sparse.add_argument("--width", type=float, default=1.0,
-                              help="width multiplier (default: %(default)s)")
+    add_bench_model_options(bench_sparse)
     bench_sparse.add_argument("--method", default="rand", choices=pruners.METHODS,
                               help="pruning method (default: %(default)s: equal density per "
                                    "layer)")
