@@ -21,6 +21,12 @@ preset       model             data                  recipe                     
 ============ ================= ===================== ======================================== =====
 
 All use SGD with Nesterov momentum 0.9; ``smoke``, ``laptop`` and ``survey`` use weight decay 5e-4.
+
+``laptop`` is sized for the survey's whole grid (5 one-shot methods and IMP with 2, 3 and 4 rounds,
+at 6 compressions: 30 + 54 trainings after one shared dense training) in about 75 minutes on a
+2-core CPU: 10,000 training images at 2,000-2,300 images/s make a 40 s training; it evaluates on
+the 10,000 test images only after the last epoch (2 s) and times inference twice. The full test
+set is kept because accuracy differences between methods are a few points.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class Preset:
     limit_per_class: int | None
     recipe: Recipe
     profile_repeats: int = 5
+    eval_every: int = 1
 
 
 PRESETS = {
@@ -67,7 +74,7 @@ PRESETS = {
                            schedule="onecycle"), profile_repeats=2),
     "laptop": Preset("vgg16", 0.25, "cifar10", 1000,
                      Recipe(epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4,
-                            schedule="onecycle"), profile_repeats=3),
+                            schedule="onecycle"), profile_repeats=2, eval_every=8),
     "survey": Preset("vgg16", 1.0, "cifar10", None,
                      Recipe(epochs=40, batch_size=256, lr=0.1, weight_decay=5e-4,
                             schedule="onecycle")),
@@ -79,7 +86,10 @@ PRESETS = {
 class RunConfig:
     """Everything that decides one run's result. ``iters`` is IMP's number of prune rounds;
     ``rounds`` the number of scoring rounds of a one-shot method (None: its default, 100 for
-    SynFlow). ``device`` says where to run and is not part of the run's identity."""
+    SynFlow). ``control`` turns an IMP run into one of the Lottery Ticket controls of its final
+    ticket (``"reinit"`` or ``"shuffle"``, see :mod:`sparse_survey.lottery`). ``eval_every``:
+    test-set evaluations during training (every that many epochs, and after the last).
+    ``device`` says where to run and is not part of the run's identity."""
 
     method: str
     compression: float
@@ -96,11 +106,19 @@ class RunConfig:
     prune_batches: int = 1
     prune_batch_size: int = 256
     profile_repeats: int = 5
+    eval_every: int = 1
+    control: str | None = None
     device: str | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.control is not None and (self.method != "imp"
+                                         or self.control not in lottery.CONTROLS):
+            raise ValueError(f"control {self.control!r} needs method 'imp' and one of "
+                             f"{', '.join(lottery.CONTROLS)}")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
         pruners.density_of(self.compression)  # raises for a negative or NaN compression
 
     @classmethod
@@ -110,7 +128,7 @@ class RunConfig:
         p = PRESETS[preset]
         base = dict(preset=preset, model=p.model, width=p.width, dataset=p.dataset,
                     limit_per_class=p.limit_per_class, recipe=p.recipe,
-                    profile_repeats=p.profile_repeats)
+                    profile_repeats=p.profile_repeats, eval_every=p.eval_every)
         return cls(method=method, compression=compression, **{**base, **overrides})
 
     @property
@@ -121,10 +139,14 @@ class RunConfig:
 
     @property
     def label(self) -> str:
-        """The survey's column name: Rand, Mag, SNIP, GraSP, SynFlow, IMP (k Iters), Dense."""
+        """The survey's column name: Rand, Mag, SNIP, GraSP, SynFlow, IMP (k Iters), Dense;
+        a control adds its name, e.g. "IMP (2 Iters), random reinit"."""
         names = {"rand": "Rand", "mag": "Mag", "snip": "SNIP", "grasp": "GraSP",
                  "synflow": "SynFlow", "dense": "Dense"}
-        return f"IMP ({self.iters} Iters)" if self.method == "imp" else names[self.method]
+        if self.method != "imp":
+            return names[self.method]
+        label = f"IMP ({self.iters} Iters)"
+        return f"{label}, {lottery.CONTROLS[self.control]}" if self.control else label
 
 
 def config_from_dict(d: dict) -> RunConfig:
@@ -166,8 +188,17 @@ def _run(config: RunConfig, cache_dir, progress: bool) -> dict:
     if config.method == "imp":
         result = lottery.imp(model, (train, test), config.compression, config.iters,
                              config.recipe, seed=config.seed, device=device,
-                             cache_dir=cache_dir, progress=progress)
+                             cache_dir=cache_dir, progress=progress,
+                             eval_every=config.eval_every)
         history, rounds = result.final["history"], result.rounds
+        if config.control:  # the same ticket's control, trained like its last round
+            model = lottery.control_ticket(result, config.control, config.seed)
+            fitted = fit(model, train, config.recipe, test, device,
+                         config.seed + result.final["round"], progress=progress,
+                         eval_every=config.eval_every)
+            if fitted.diverged:
+                raise FloatingPointError(fitted.error)
+            history = fitted.epochs
         timings["train_s"] = time.perf_counter() - tic
     else:
         if config.method != "dense":
@@ -177,7 +208,8 @@ def _run(config: RunConfig, cache_dir, progress: bool) -> dict:
                           config.rounds, seed=config.seed, input_shape=train.shape)
         timings["prune_s"] = time.perf_counter() - tic
         tic = time.perf_counter()
-        fitted = fit(model, train, config.recipe, test, device, config.seed, progress=progress)
+        fitted = fit(model, train, config.recipe, test, device, config.seed, progress=progress,
+                     eval_every=config.eval_every)
         timings["train_s"] = time.perf_counter() - tic
         if fitted.diverged:
             raise FloatingPointError(fitted.error)

@@ -57,14 +57,15 @@ class IMPResult:
 def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, iters: int,
         recipe: Recipe, rewind: str | int = "init", seed: int = 0,
         device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
-        progress: bool = True) -> IMPResult:
+        progress: bool = True, eval_every: int = 1) -> IMPResult:
     """Run IMP on ``model`` (freshly initialised; trained and pruned in place).
 
     ``iters`` is the number of prune rounds (the survey's "IMP (k Iters)"). ``data`` is the
     ``(train, test)`` pair; ``seed`` fixes data order and augmentation (round ``r`` trains with
     ``seed + r``). Dense runs and checkpoints live in ``cache_dir/imp`` (default cache:
     ``$SPARSE_SURVEY_CACHE``, i.e. ``~/.cache/sparse_survey``). A diverged round raises
-    ``FloatingPointError``.
+    ``FloatingPointError``. Each training evaluates on the test set every ``eval_every`` epochs
+    and after its last (evaluation does not change the training).
     """
     if iters < 1:
         raise ValueError(f"iters (prune rounds) must be at least 1, got {iters}")
@@ -87,14 +88,15 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
     else:
         rewind_state, dense, cached = _dense_training(model, train, test, recipe, seed, rewind,
                                                       device, cache / f"{key}-dense.pt",
-                                                      progress)
+                                                      progress, eval_every)
         rounds = [dense]
     bar = tqdm(total=iters, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
                unit="round", disable=not progress)
     for r in range(len(rounds), iters + 1):
         current = pruners.prune(model, "mag", compression * r / iters)  # among the survivors
         rewind_to(model, rewind_state, current)
-        rounds.append(_train_round(r, model, train, test, recipe, seed, device, progress))
+        rounds.append(_train_round(r, model, train, test, recipe, seed, device, progress,
+                                   eval_every))
         _save(checkpoint, {"rounds": rounds, "rewind_state": rewind_state,
                            "masks": masks.get(model), "model": model.state_dict()})
         bar.update()
@@ -112,7 +114,8 @@ def rewind_to(model: nn.Module, state: dict[str, torch.Tensor],
     return model
 
 
-def _dense_training(model, train, test, recipe, seed, rewind, device, path, progress):
+def _dense_training(model, train, test, recipe, seed, rewind, device, path, progress,
+                    eval_every):
     """Train the dense model (or load it from ``path``); return the rewind state, the round-0
     record and whether it came from the cache."""
     if path.exists():
@@ -126,7 +129,7 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
         if step == rewind:
             kept["state"] = copy.deepcopy(m.state_dict())
 
-    record = _train_round(0, model, train, test, recipe, seed, device, progress,
+    record = _train_round(0, model, train, test, recipe, seed, device, progress, eval_every,
                           on_step=None if rewind in ("init", 0) else keep_rewind_point)
     if rewind not in ("init", 0) and "state" not in kept:
         raise ValueError(f"rewind step {rewind} is beyond the {record['steps']} training steps")
@@ -135,10 +138,11 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
     return rewind_state, record, False
 
 
-def _train_round(r, model, train, test, recipe, seed, device, progress, on_step=None) -> dict:
+def _train_round(r, model, train, test, recipe, seed, device, progress, eval_every,
+                 on_step=None) -> dict:
     start = time.perf_counter()
     history = fit(model, train, recipe, test, device, seed + r, progress=progress,
-                  on_step=on_step)
+                  eval_every=eval_every, on_step=on_step)
     if history.diverged:
         raise FloatingPointError(f"IMP round {r} diverged: {history.error}")
     accuracies = [e["test_acc"] for e in history.epochs if "test_acc" in e]
@@ -190,17 +194,30 @@ def shuffle_masks(model: nn.Module, state: dict[str, torch.Tensor], seed: int) -
     return rewind_to(model, state, pruners.layerwise_shuffle(masks.get(model), seed))
 
 
+CONTROLS = {"reinit": "random reinit", "shuffle": "layerwise shuffle"}
+
+
+def control_ticket(result: IMPResult, kind: str, seed: int = 0) -> nn.Module:
+    """A copy of the IMP result's final ticket turned into a control: ``"reinit"`` (its masks,
+    fresh weights) or ``"shuffle"`` (its masks shuffled within each layer, the rewind weights).
+    The control's own randomness is seeded with ``seed + 10_000``, apart from the ticket's."""
+    if kind not in CONTROLS:
+        raise ValueError(f"unknown control {kind!r}; known: {', '.join(CONTROLS)}")
+    model = rewind_to(copy.deepcopy(result.model), result.rewind_state, result.masks)
+    if kind == "reinit":
+        return reinitialize(model, seed + 10_000)
+    return shuffle_masks(model, result.rewind_state, seed + 10_000)
+
+
 def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe, seed: int = 0,
-             device: str | torch.device | None = None, progress: bool = True) -> dict[str, float]:
+             device: str | torch.device | None = None, progress: bool = True,
+             eval_every: int = 1) -> dict[str, float]:
     """Final test accuracy of the winning ticket beside its random-reinit and layerwise-shuffle
     controls, each trained like the last IMP round (same recipe and data seed)."""
     train, test = data
-    last = result.final["round"]
     out = {"winning ticket": result.final["test_acc"]}
-    for name, make in (("random reinit", lambda m: reinitialize(m, seed + 10_000)),
-                       ("layerwise shuffle",
-                        lambda m: shuffle_masks(m, result.rewind_state, seed + 10_000))):
-        model = make(rewind_to(copy.deepcopy(result.model), result.rewind_state, result.masks))
-        history = fit(model, train, recipe, test, device, seed + last, progress=progress)
+    for kind, name in CONTROLS.items():
+        history = fit(control_ticket(result, kind, seed), train, recipe, test, device,
+                      seed + result.final["round"], progress=progress, eval_every=eval_every)
         out[name] = float("nan") if history.diverged else history.final["test_acc"]
     return out

@@ -95,7 +95,8 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     if cuda:
         model.to(memory_format=torch.channels_last)
     loader = Loader(train, recipe.batch_size, device, train=True, seed=seed, channels_last=cuda)
-    test_loader = Loader(test, 1024, device, channels_last=cuda) if test is not None else None
+    test_loader = (Loader(test, eval_batch_size(device), device, channels_last=cuda)
+                   if test is not None else None)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
                                 **({"fused": True} if cuda else {}))
@@ -148,17 +149,25 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     return history
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """Evaluation batch: large on a GPU; 128 on a CPU, where bigger batches outgrow the caches
+    (VGG16 at width 1/4 evaluates 10,000 images in 2.0 s at 128, 4.5 s at 1024 on 2 cores)."""
+    return 1024 if device.type == "cuda" else 128
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.device | None = None,
-             batch_size: int = 1024) -> tuple[float, float]:
+             batch_size: int | None = None) -> tuple[float, float]:
     """Mean cross-entropy and top-1 accuracy of ``model`` on a data set, in eval mode.
 
-    ``data`` may be an :class:`ImageSet` (a loader is made on ``device``) or a ready ``Loader``.
+    ``data`` may be an :class:`ImageSet` (a loader of ``batch_size`` images, by default
+    :func:`eval_batch_size`, is made on ``device``) or a ready ``Loader``.
     The model's train/eval mode is restored afterwards.
     """
     if isinstance(data, ImageSet):
         device = torch.device(device) if device is not None else next(model.parameters()).device
-        data = Loader(data, batch_size, device, channels_last=device.type == "cuda")
+        data = Loader(data, batch_size or eval_batch_size(device), device,
+                      channels_last=device.type == "cuda")
     was_training = model.training
     model.eval()
     cuda = data.device.type == "cuda"
