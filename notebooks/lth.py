@@ -32,6 +32,7 @@ preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CP
 compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density 10^-c)
 iters: int = 2  # IMP prune rounds per ticket
 seed: int = 0  # seed of weights and data order
+results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
 data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
 device: str = None  # torch device (None: cuda when available)
 
@@ -45,27 +46,24 @@ from sparse_survey import report, tutorial
 
 preset: str = tutorial.resolve_preset(preset)
 tutorial.use_data_root(data_root)
-recipe = ss.experiment.PRESETS[preset].recipe
 print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
 
 # %% [markdown]
 # ## Tickets and their controls
 #
-# One IMP run per compression (the dense training is cached and shared), then both controls
-# trained with the same recipe and data order as the ticket's last round.
+# One IMP run per compression (its dense training is cached and shared), then each control of
+# that run's final ticket, trained with the same recipe and data order as the ticket's last round.
+# All three are stored runs (`control` is part of a run's configuration), so a rerun reuses them.
 
 # %%
-rows = []
-for compression in compressions:
-    model, data = tutorial.fresh_model(preset, seed, device)
-    ticket = ss.lottery.imp(model, data, compression, iters, recipe, seed=seed,
-                            device=device, progress=False)
-    accuracy = ss.lottery.controls(ticket, data, recipe, seed, device, progress=False)
-    rows.append({"compression": compression, "density": 10**-compression,
-                 **{name: 100 * value for name, value in accuracy.items()}})
-    print(f"compression {compression:g}: " + ", ".join(f"{k} {100 * v:.2f} %"
-                                                     for k, v in accuracy.items()))
-table = pd.DataFrame(rows).set_index("compression")
+arms = {"winning ticket": None, "random reinit": "reinit", "layerwise shuffle": "shuffle"}
+accuracy = {name: tutorial.runs("imp", compressions, preset, [seed], iters=iters,
+                                results=results, device=device, control=control)
+            for name, control in arms.items()}
+table = pd.DataFrame({"density": [10**-c for c in compressions],
+                      **{name: [100 * r.get("metrics", {}).get("test_acc", float("nan"))
+                                for r in records] for name, records in accuracy.items()}},
+                     index=pd.Index(compressions, name="compression"))
 display(Markdown(report.markdown(table, 2)))
 
 # %%

@@ -43,6 +43,12 @@ TABLES: dict[str, tuple[str, Callable[[dict], float], int, str | None]] = {
 }
 
 
+def survey_runs(records: list[dict]) -> list[dict]:
+    """The records of the survey's own columns: without the Lottery Ticket control runs (which
+    the LTH notebook shows on their own)."""
+    return [r for r in records if not r["config"].get("control")]
+
+
 def frame(records: list[dict]) -> pd.DataFrame:
     """One row per finished record: method label, compression, seed and every table's value."""
     rows = []
@@ -111,6 +117,57 @@ def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
         columns[(method, "survey")] = survey[method]
         columns[(method, "diff")] = ours - survey[method]
     return pd.DataFrame(columns)
+
+
+def ordering_agreement(records: list[dict], name: str = "accuracy") -> pd.DataFrame | None:
+    """Per compression, the methods ranked by our mean and by the survey's, and the fraction of
+    method pairs that both order the same way (1: identical order, 0: reversed; pairs tied in
+    the survey, e.g. its several 10 % cells, are left out)."""
+    survey = survey_numbers(name)
+    if survey is None:
+        return None
+    mean = summary(records, name)[0]
+    rows = {}
+    for c in survey.index.intersection(mean.index):
+        methods = [m for m in _ordered(set(mean.columns) & set(survey.columns))
+                   if not (math.isnan(mean.at[c, m]) or math.isnan(survey.at[c, m]))]
+        pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]
+                 if survey.at[c, a] != survey.at[c, b]]
+        same = sum((mean.at[c, a] - mean.at[c, b]) * (survey.at[c, a] - survey.at[c, b]) > 0
+                   for a, b in pairs)
+        rows[c] = {"ours, best first": " > ".join(sorted(methods, key=lambda m: -mean.at[c, m])),
+                   "survey, best first": " > ".join(sorted(methods,
+                                                           key=lambda m: -survey.at[c, m])),
+                   "pairs ordered alike": same / len(pairs) if pairs else math.nan}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("compression")
+
+
+def collapsed_layers(records: list[dict]) -> pd.DataFrame:
+    """Layer collapse: how many prunable layers a method left with no weight at all, per
+    compression (mean over seeds). A collapsed layer cuts the network: it can only guess."""
+    rows = [{"label": r["label"], "compression": r["config"]["compression"],
+             "collapsed": sum(d == 0 for d in r["layer_densities"].values())}
+            for r in records if r["status"] == "finished"]
+    df = pd.DataFrame(rows, columns=["label", "compression", "collapsed"])
+    out = df.groupby(["compression", "label"])["collapsed"].mean().unstack("label")
+    return out.reindex(columns=_ordered(df["label"].unique()))
+
+
+def depth_profile(records: list[dict], compression: float, last: int = 4) -> pd.DataFrame:
+    """Per method at one compression: the density of the first ``last`` prunable layers, of the
+    last ``last``, and their ratio (below 1: the method prunes the late layers harder)."""
+    rows = {}
+    for method in _ordered({r["label"] for r in records}):
+        runs = [r["layer_densities"] for r in records if r["label"] == method
+                and r["status"] == "finished"
+                and math.isclose(r["config"]["compression"], compression)]
+        if not runs:
+            continue
+        density = np.mean([list(run.values()) for run in runs], axis=0)
+        early, late = float(density[:last].mean()), float(density[-last:].mean())
+        rows[method] = {f"first {last} layers": early, f"last {last} layers": late,
+                        "late / early": late / early if early else math.inf}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
 def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
@@ -220,6 +277,52 @@ def score_figure(scores: dict, title: str, path: Path | None = None):
     return _save(fig, path)
 
 
+def anatomy_figure(parameters: dict[str, int], macs: dict[str, int], title: str,
+                   path: Path | None = None):
+    """Each prunable layer's share of the prunable weights and of the multiply-accumulates: where
+    a global threshold can take weights from, and where removing them saves compute."""
+    import matplotlib.pyplot as plt
+
+    layers = list(parameters)
+    x = np.arange(1, len(layers) + 1)
+    weight_share = 100 * np.array([parameters[n] for n in layers]) / sum(parameters.values())
+    mac_share = 100 * np.array([macs[n] for n in layers]) / sum(macs.values())
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, weight_share, 0.4, label="share of prunable weights")
+    ax.bar(x + 0.2, mac_share, 0.4, label="share of multiply-accumulates")
+    ax.set_xticks(x)
+    ax.set_xlabel("prunable layer (input to output)")
+    ax.set_ylabel("% of the network")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def sparse_speed_figure(rows: list[dict], path: Path | None = None):
+    """Forward time of a masked dense model against CSR sparse kernels, by density, one line
+    pair per batch size (rows from :func:`sparse_survey.bench.bench_sparse`)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, batch in enumerate(sorted({r["batch"] for r in rows})):
+        mine = sorted((r for r in rows if r["batch"] == batch), key=lambda r: -r["density"])
+        density = [r["density"] for r in mine]
+        ax.plot(density, [r["dense_ms"] for r in mine], "-o", color=f"C{i}",
+                label=f"masked dense, batch {batch}")
+        ax.plot(density, [r["sparse_ms"] for r in mine], "--s", color=f"C{i}",
+                label=f"CSR sparse, batch {batch}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density (kept fraction of prunable weights)")
+    ax.set_ylabel("forward pass (ms)")
+    ax.set_title("what sparsity buys: masked dense against sparse kernels")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path | None):
     """Lay out ``fig``; with a path, write it as PNG and SVG and close it. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -238,9 +341,11 @@ def _save(fig, path: Path | None):
 
 def write_report(records: list[dict], out: str | Path, title: str,
                  figure_compression: float = 1.0) -> Path:
-    """Write ``report.md`` (every table, ours and beside the survey's) and the figures."""
+    """Write ``report.md`` (every table, ours and beside the survey's) and the figures, for the
+    survey's columns (control runs left out)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    records = survey_runs(records)
     data = sorted({r.get("data", "?") for r in records if r["status"] == "finished"})
     seeds = sorted({r["config"]["seed"] for r in records})
     lines = [f"# {title}", "",

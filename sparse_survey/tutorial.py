@@ -6,7 +6,9 @@ uses, so that every number a notebook shows comes from the package and its resul
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 
@@ -14,6 +16,7 @@ from . import data as datasets
 from . import models
 from .data import Loader
 from .experiment import PRESETS, RunConfig, Store, sweep
+from .profile import device_name
 
 
 def resolve_preset(preset: str) -> str:
@@ -67,3 +70,21 @@ def runs(method: str, compressions, preset: str, seeds=1, iters: int = 1,
     sweep(configs, store, cache_dir=cache_dir, progress=progress)
     stored = {r["key"]: r for r in store.records(preset, stale=True)}  # found by key
     return [stored[c.key] for c in configs]
+
+
+def stored_benchmark(name: str, compute, preset: str, results: str = "results") -> dict:
+    """The stored result of a benchmark (``results/<preset>/bench/<name>.json``), or, when there is
+    none, ``compute()`` (a JSON-ready dict) stored there with the machine it ran on. Delete the
+    file to measure again."""
+    path = Path(results) / preset / "bench" / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    stored = {"name": name, "preset": preset, "result": compute(),
+              "environment": {"device_name": device_name(device), "torch": torch.__version__,
+                              "threads": torch.get_num_threads()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(stored, indent=1))
+    os.replace(tmp, path)
+    return stored

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from sparse_survey import experiment, report
 from sparse_survey.experiment import RunConfig, Store
@@ -138,6 +139,35 @@ def test_config_keys_and_bad_input():
         RunConfig.from_preset("smoke", "mag", -1)
     with pytest.raises(ValueError, match="unknown grid keys"):
         experiment.load_grid({"method": ["mag"]})
+    with pytest.raises(ValueError, match="control"):
+        RunConfig.from_preset("smoke", "mag", 1, control="reinit")
+    with pytest.raises(ValueError, match="control"):
+        RunConfig.from_preset("smoke", "imp", 1, control="retrain")
+    with pytest.raises(ValueError, match="eval_every"):
+        RunConfig.from_preset("smoke", "mag", 1, eval_every=0)
+
+
+def test_a_control_run_trains_the_same_control_as_lottery_controls(tmp_path):
+    """A stored control run and :func:`lottery.controls` build and train the same models."""
+    from sparse_survey import data, lottery, models
+    from sparse_survey.tutorial import runs
+
+    records = {control: runs("imp", [1], "smoke", [0], iters=2, results=tmp_path / "r",
+                             progress=False, cache_dir=tmp_path / "c", device="cpu",
+                             control=control)[0]
+               for control in (None, "reinit", "shuffle")}
+    assert records["reinit"]["label"] == "IMP (2 Iters), random reinit"
+    assert records["shuffle"]["imp_rounds"] == records[None]["imp_rounds"]  # the ticket reused
+    preset = experiment.PRESETS["smoke"]
+    digits = data.load("digits", limit_per_class=preset.limit_per_class)
+    torch.manual_seed(0)
+    model = models.build("mlp", 10, 1, image_size=8)
+    result = lottery.imp(model, digits, 1, 2, preset.recipe, device="cpu",
+                         cache_dir=tmp_path / "c", progress=False)
+    expected = lottery.controls(result, digits, preset.recipe, device="cpu", progress=False)
+    assert records[None]["metrics"]["test_acc"] == expected["winning ticket"]
+    assert records["reinit"]["metrics"]["test_acc"] == expected["random reinit"]
+    assert records["shuffle"]["metrics"]["test_acc"] == expected["layerwise shuffle"]
 
 
 def test_grid_from_a_yaml_file(tmp_path):
@@ -190,3 +220,40 @@ def test_records_of_an_earlier_preset_definition_are_left_out(swept, tmp_path):
     store.write(old)
     assert len(store.records("smoke")) == len(configs)
     assert len(store.records("smoke", stale=True)) == len(configs) + 1
+
+
+def test_ordering_agreement_counts_concordant_pairs_by_hand():
+    # the survey at c = 0.5: Mag 89.95 > SNIP 88.55 > Rand 86.80 > GraSP 80.86
+    records = [fabricated(label, method, 0.5, 0, acc, 1.0) for label, method, acc in
+               [("Mag", "mag", 0.80), ("SNIP", "snip", 0.85), ("Rand", "rand", 0.70),
+                ("GraSP", "grasp", 0.60)]]
+    agreement = report.ordering_agreement(records)
+    row = agreement.loc[0.5]
+    assert row["ours, best first"] == "SNIP > Mag > Rand > GraSP"
+    assert row["survey, best first"] == "Mag > SNIP > Rand > GraSP"
+    assert row["pairs ordered alike"] == pytest.approx(5 / 6)  # only Mag-SNIP is swapped
+    assert list(agreement.index) == [0.5]
+
+
+def test_collapsed_layers_and_depth_profile_from_layer_densities():
+    def with_layers(label, method, seed, densities):
+        record = fabricated(label, method, 1, seed, 0.5, 1.0)
+        record["layer_densities"] = {f"l{i}.weight": d for i, d in enumerate(densities)}
+        return record
+
+    records = [with_layers("Mag", "mag", 0, [0.5, 0.5, 0.0, 0.0]),
+               with_layers("Mag", "mag", 1, [0.5, 0.3, 0.1, 0.0]),
+               with_layers("SNIP", "snip", 0, [0.4, 0.4, 0.2, 0.1])]
+    collapsed = report.collapsed_layers(records)
+    assert collapsed.at[1, "Mag"] == 1.5 and collapsed.at[1, "SNIP"] == 0
+    depth = report.depth_profile(records, 1, last=2)
+    assert depth.at["Mag", "first 2 layers"] == pytest.approx(0.45)
+    assert depth.at["Mag", "last 2 layers"] == pytest.approx(0.025)
+    assert depth.at["SNIP", "late / early"] == pytest.approx(0.15 / 0.4)
+
+
+def test_survey_runs_leave_out_the_controls():
+    records = [fabricated("IMP (2 Iters)", "imp", 1, 0, 0.8, 1.0),
+               fabricated("IMP (2 Iters), random reinit", "imp", 1, 0, 0.6, 1.0)]
+    records[1]["config"]["control"] = "reinit"
+    assert [r["label"] for r in report.survey_runs(records)] == ["IMP (2 Iters)"]

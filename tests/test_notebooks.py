@@ -10,21 +10,31 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-ORDER = ["magnitude", "snip", "grasp", "synflow", "imp", "lth", "compare"]  # compare reads the rest
+ORDER = ["anatomy", "random_pruning", "magnitude", "snip", "grasp", "synflow", "imp", "lth",
+         "compare", "sparsity"]  # compare and sparsity read the stored runs of the others
 PARAMETERS = {
-    **{m: {"compressions": [0.5, 1]} for m in ("magnitude", "snip", "grasp", "synflow")},
+    "anatomy": {"model_name": "mlp", "image_size": 8, "in_channels": 1},
+    **{m: {"compressions": [0.5, 1]}
+       for m in ("random_pruning", "magnitude", "snip", "grasp", "synflow")},
     "imp": {"compressions": [0.5, 1], "iters": 2},
     "lth": {"compressions": [1, 1.5], "iters": 2},
     "compare": {},
+    "sparsity": {"model_name": "mlp", "batch_sizes": [1, 8], "repeats": 1},
 }
 GLUED = {
+    "anatomy": ["anatomy_params", "anatomy_prunable", "anatomy_macs_millions"],
+    "random_pruning": ["rand_density", "rand_flops_fraction", "rand_accuracy"],
     "magnitude": ["mag_density", "mag_flops_fraction", "mag_accuracy"],
     "snip": ["snip_density", "snip_flops_fraction", "snip_accuracy"],
     "grasp": ["grasp_density", "grasp_flops_fraction", "grasp_accuracy"],
     "synflow": ["synflow_density", "synflow_flops_fraction", "synflow_accuracy"],
     "imp": ["imp_iters", "imp_accuracy", "imp_highest_compression"],
     "lth": ["lth_density", "lth_ticket_accuracy", "lth_reinit_accuracy", "lth_shuffle_accuracy"],
-    "compare": ["compare_runs", "compare_best_method", "compare_best_accuracy"],
+    "compare": ["compare_runs", "compare_best_method", "compare_best_accuracy",
+                "compare_dense_accuracy", "compare_pairs_alike", "compare_imp_edge_high",
+                "compare_collapsed_max", "compare_late_early_imp2iters", "compare_time_spread"],
+    "sparsity": ["sparsity_time_spread", "sparsity_csr_ratio", "sparsity_crossover_b1",
+                 "sparsity_best_speedup_b8"],
 }
 
 
