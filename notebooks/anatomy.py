@@ -54,7 +54,12 @@ print(f"{total:,} parameters, {sum(weights.values()):,} prunable; "
       f"{sum(macs.values()) / 1e6:.1f} M multiply-accumulates per image")
 
 # %%
-report.anatomy_figure(weights, macs, f"{model_name} (width {width:g}): weights and compute by layer")
+import matplotlib.pyplot as plt
+
+figure = report.anatomy_figure(weights, macs,
+                               f"{model_name} (width {width:g}): weights and compute by layer")
+glue("anatomy_figure", figure)  # shown here and in the background chapter
+plt.close(figure)
 
 # %%
 late = list(weights)[-7:-1]  # the six last convolutions (512 channels in VGG16)

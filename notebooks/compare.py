@@ -60,11 +60,18 @@ for name, (caption, _, decimals, survey_table) in report.TABLES.items():
 # ## Accuracy against compression, and where each method puts its weights
 
 # %%
-report.accuracy_figure(records)
+import matplotlib.pyplot as plt
+
+figure = report.accuracy_figure(records)
+glue("compare_accuracy_figure", figure)  # shown here and on the results page
+plt.close(figure)
 
 # %%
 available = {r["config"]["compression"] for r in finished}
-report.layer_density_figure(records, min(available, key=lambda c: abs(c - figure_compression)))
+figure = report.layer_density_figure(records,
+                                     min(available, key=lambda c: abs(c - figure_compression)))
+glue("compare_density_figure", figure)
+plt.close(figure)
 
 # %%
 mean = report.summary(records, "accuracy")[0]

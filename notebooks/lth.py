@@ -80,6 +80,8 @@ ax.set_title(f"winning tickets against random tickets ({iters} IMP rounds)")
 ax.grid(alpha=0.3)
 ax.legend()
 fig.tight_layout()
+glue("lth_figure", fig)  # shown here and in the chapter
+plt.close(fig)
 
 # %%
 sparsest = table.iloc[-1]

@@ -121,7 +121,9 @@ table = pd.DataFrame(rows).set_index(["batch", "compression"])
 display(Markdown(report.markdown(table.reset_index(level=0).rename_axis("compression"), 3)))
 
 # %%
-report.sparse_speed_figure(rows)
+figure = report.sparse_speed_figure(rows)
+glue("sparsity_speed_figure", figure)  # shown here and in the chapter
+plt.close(figure)
 
 # %%
 for batch in batch_sizes:
