@@ -40,10 +40,14 @@ from sparse_survey.experiment import Store
 
 preset: str = tutorial.resolve_preset(preset)
 records = report.survey_runs(Store(results).records(preset))  # the LTH controls left out
-finished = [r for r in records if r["status"] == "finished"]
+finished = tutorial.stored_runs(preset, results)
 print(f"{len(records)} records at preset {preset}, {len(finished)} finished")
 glue("compare_runs", len(records), display=False)
 glue("compare_finished", len(finished), display=False)
+minutes = sum(r["timings"]["total_s"] for r in records) / 60
+print(f"their run times add up to {minutes:.1f} minutes "
+      f"(on {', '.join(sorted({r['environment']['device_name'] for r in records}))})")
+glue("compare_run_minutes", minutes, display=False)
 
 # %% [markdown]
 # ## The tables
@@ -105,6 +109,10 @@ glue("compare_dense_accuracy", dense_accuracy, display=False)
 # %%
 agreement = report.ordering_agreement(records)
 display(Markdown(report.markdown(agreement, 2)))
+glue("compare_agreement_table", agreement.style.format(precision=2), display=False)
+glue("compare_accuracy_table",
+     report.comparison(records, "accuracy").style.format(precision=2, na_rep="n/a"),
+     display=False)
 glue("compare_pairs_alike", float(agreement["pairs ordered alike"].mean()), display=False)
 
 # %% [markdown]

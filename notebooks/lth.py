@@ -45,6 +45,7 @@ import sparse_survey as ss
 from sparse_survey import report, tutorial
 
 preset: str = tutorial.resolve_preset(preset)
+compressions = tutorial.numbers(compressions, "compressions")
 tutorial.use_data_root(data_root)
 print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
 

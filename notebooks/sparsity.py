@@ -44,11 +44,10 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from sparse_survey import bench, report, tutorial
-from sparse_survey.experiment import Store
 
 preset: str = tutorial.resolve_preset(preset)
-records = [r for r in report.survey_runs(Store(results).records(preset))
-           if r["status"] == "finished"]
+records = tutorial.stored_runs(preset, results)
+batch_sizes = [int(b) for b in tutorial.numbers(batch_sizes, "batch_sizes")]
 print(f"{len(records)} finished runs at preset {preset}")
 
 # %% [markdown]

@@ -55,13 +55,46 @@ def fresh_model_and_batches(preset: str, seed: int = 0, batches: int = 1,
     return model, [b for b, _ in zip(loader, range(batches))]
 
 
+def numbers(value, name: str = "value") -> list[float]:
+    """A list of numbers from a notebook parameter: a list, one number, or the text of a list
+    (what ``papermill -p compressions [0.5,1]`` passes; ``-y "compressions: [0.5, 1]"`` passes a
+    list)."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    value = [value] if isinstance(value, (int, float)) else value
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"{name} must be a non-empty list of numbers, got {value!r}")
+    return list(value)
+
+
+def stored_runs(preset: str, results: str = "results") -> list[dict]:
+    """The finished runs of a preset's survey grid in the store; a clear error when there are
+    none (run the sweep or the method notebooks first)."""
+    from .report import survey_runs
+
+    finished = [r for r in survey_runs(Store(results).records(preset))
+                if r["status"] == "finished"]
+    if not finished:
+        raise RuntimeError(f"no finished runs at preset {preset!r} in {results}/{preset}: run "
+                           f"`python -m sparse_survey sweep --preset {preset}` or the method "
+                           "notebooks first")
+    return finished
+
+
 def runs(method: str, compressions, preset: str, seeds=1, iters: int = 1,
          results: str = "results", device: str | None = None, progress: bool = True,
          cache_dir=None, **overrides) -> list[dict]:
     """The records of ``method`` at each compression and seed (``seeds``: a count, or a list),
     running only what the store ``results`` does not hold yet. ``overrides`` change the preset's
     settings (e.g. ``dataset``)."""
-    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    compressions = numbers(compressions, "compressions")
+    seeds = range(seeds) if isinstance(seeds, int) else [int(s) for s in numbers(seeds, "seeds")]
     if method == "imp":
         overrides["iters"] = iters
     configs = [RunConfig.from_preset(preset, method, c, seed=s, device=device, **overrides)

@@ -1,0 +1,134 @@
+"""The book builds strictly, and its pages render in a real browser without the network.
+
+The build is the one CI runs (``jupyter-book build book --all -W --keep-going -n``), into a
+temporary folder. Every page is then opened in headless Chromium (Debian's ``chromium`` and
+``chromium-driver`` packages, which ``.ci/run`` installs) from ``file://`` URLs, and the rendered
+page is checked, not the HTML: MathJax typeset every formula and left no TeX in the page text,
+tables and figures are there, and no request left the machine or failed. A screenshot of the
+results page is kept in ``test-output/`` (``SPARSE_SURVEY_TEST_OUTPUT`` to move it) for review.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = Path(os.environ.get("SPARSE_SURVEY_TEST_OUTPUT", ROOT / "test-output"))
+TEX_LEFTOVERS = ("$$", "\\(", "\\[", "\\frac", "\\odot", "\\operatorname", "\\mathcal", "\\sum")
+LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    done = subprocess.run([str(jupyter_book), "build", "book", "--all", "-W", "--keep-going",
+                           "-n", "--path-output", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "WARNING" not in done.stdout + done.stderr
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    assert chromium and driver_path, (
+        "the book test needs Debian's chromium and chromium-driver packages "
+        "(apt-get install chromium chromium-driver; .ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000", "--allow-file-access-from-files"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+def open_page(browser, page: Path) -> dict:
+    """Load a page, wait for MathJax to finish, and return what the browser rendered."""
+    browser.get_log("performance")  # drop the previous page's events
+    browser.get(page.as_uri())
+    browser.set_script_timeout(60)
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const wait = () => (window.MathJax && MathJax.startup && MathJax.startup.promise)
+            ? MathJax.startup.promise.then(() => done(true)) : done(false);
+        if (document.readyState === "complete") wait(); else window.addEventListener("load", wait);
+    """)
+    rendered = browser.execute_script("""
+        const main = document.querySelector("main") || document.body;
+        return {text: main.innerText,
+                math: document.querySelectorAll("mjx-container").length,
+                mathErrors: document.querySelectorAll("mjx-merror, .MathJax_Error").length,
+                tables: main.querySelectorAll("table").length,
+                images: [...main.querySelectorAll("img")].map(
+                    i => ({src: i.src, ok: i.complete && i.naturalWidth > 0}))};
+    """)
+    requests, failures = [], []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            requests.append(message["params"]["request"]["url"])
+        elif message["method"] == "Network.loadingFailed":
+            failures.append(message["params"].get("errorText", "?"))
+    rendered.update(requests=requests, failures=failures)
+    return rendered
+
+
+def pages(site: Path) -> list[Path]:
+    return sorted(p for p in site.rglob("*.html")
+                  if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts)
+
+
+def test_every_page_renders_offline_with_its_formulas_typeset(site, browser):
+    found = pages(site)
+    assert len(found) >= 20, [p.name for p in found]
+    typeset = 0
+    for page in found:
+        rendered = open_page(browser, page)
+        name = page.relative_to(site)
+        remote = [u for u in rendered["requests"] if not u.startswith(LOCAL_SCHEMES)]
+        assert not remote, f"{name} asked the network for {remote}"
+        assert not rendered["failures"], f"{name}: failed requests {rendered['failures']}"
+        leftovers = [t for t in TEX_LEFTOVERS if t in rendered["text"]]
+        assert not leftovers, f"{name}: raw TeX left in the page text: {leftovers}"
+        assert rendered["mathErrors"] == 0, f"{name}: MathJax reported errors"
+        broken = [i["src"] for i in rendered["images"] if not i["ok"]]
+        assert not broken, f"{name}: images that did not load: {broken}"
+        typeset += rendered["math"]
+    assert typeset > 50  # the method chapters alone hold dozens of formulas
+
+
+def test_the_method_chapters_show_their_equations(site, browser):
+    for chapter in ("lottery", "magnitude", "snip", "grasp", "synflow", "random"):
+        rendered = open_page(browser, site / "methods" / f"{chapter}.html")
+        assert rendered["math"] >= 2, chapter
+        assert "Algorithm" in rendered["text"] and "failure modes" in rendered["text"], chapter
+
+
+def test_the_results_pages_hold_the_tables_and_figures(site, browser):
+    compare = open_page(browser, site / "executed" / "compare.html")
+    assert compare["tables"] >= 10  # the six tables, their comparisons and the claim tables
+    assert sum(i["ok"] for i in compare["images"]) >= 2  # accuracy and layer-density figures
+    results = open_page(browser, site / "results.html")
+    assert results["tables"] >= 1 and sum(i["ok"] for i in results["images"]) >= 2
+    assert "CIFAR-10 (JPEG q75)" in results["text"]
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return document.body.scrollHeight")
+    browser.set_window_size(1280, min(max(height, 1000), 12000))
+    browser.save_screenshot(str(OUTPUT / "results.png"))
+    browser.set_window_size(1280, 1000)
+    assert (OUTPUT / "results.png").stat().st_size > 50_000
+    print(f"screenshot of the results page: {OUTPUT / 'results.png'}")
