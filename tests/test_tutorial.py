@@ -24,3 +24,18 @@ def test_preset_names_are_checked():
     assert tutorial.resolve_preset("auto") in ("laptop", "survey")
     with pytest.raises(ValueError, match="unknown preset"):
         tutorial.resolve_preset("huge")
+
+
+def test_a_stored_benchmark_is_measured_once_and_then_read_back(tmp_path):
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return {"rows": [{"density": 0.1, "speedup": 2.0}]}
+
+    first = tutorial.stored_benchmark("demo", measure, "smoke", str(tmp_path))
+    again = tutorial.stored_benchmark("demo", measure, "smoke", str(tmp_path))
+    assert len(calls) == 1 and first == again
+    assert first["result"]["rows"][0]["speedup"] == 2.0
+    assert first["environment"]["threads"] >= 1
+    assert (tmp_path / "smoke" / "bench" / "demo.json").exists()
