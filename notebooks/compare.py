@@ -106,6 +106,9 @@ glue("compare_highest_compression", float(highest), display=False)
 glue("compare_best_method", best, display=False)
 glue("compare_best_accuracy", float(mean.loc[highest, best]), display=False)
 print(f"best at compression {highest:g}: {best} with {mean.loc[highest, best]:.2f} %")
+for method in mean.columns:  # glued as e.g. compare_acc_high_imp4iters
+    name = "".join(ch for ch in method.lower() if ch.isalnum())
+    glue(f"compare_acc_high_{name}", float(mean.loc[highest, method]), display=False)
 
 # %% [markdown]
 # ## The dense network

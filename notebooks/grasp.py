@@ -78,6 +78,25 @@ glue("grasp_flops_fraction",
      ss.profile.remaining_flops_fraction(model, batches[0][0].shape[1:]), display=False)
 
 # %% [markdown]
+# ## A sign-biased mask
+#
+# The score $w \odot Hg$ is signed, and which sign it favours need not be balanced. Kaiming
+# initialization draws half of every layer's weights positive; the share of *kept* weights that
+# are positive shows whether GraSP's selection tilts that balance. A layer of mostly positive
+# weights after a ReLU computes near-identical positive mixtures of its inputs in every channel,
+# which is a poor starting point for training.
+
+# %%
+kept = ss.masks.get(model)
+positive = {name: float((w.detach()[kept[name]] > 0).float().mean())
+            for name, w in ss.masks.prunable(model).items()}
+display(Markdown(report.markdown(
+    pd.DataFrame({"share of kept weights that are positive": positive}).rename_axis("layer"), 3)))
+inner = list(positive.values())[1:-1]  # the first and the classifier layers are left out
+glue("grasp_positive_share_max", max(inner), display=False)
+glue("grasp_positive_share_mean", sum(inner) / len(inner), display=False)
+
+# %% [markdown]
 # ## Trained across the survey's compressions
 #
 # Each run prunes a freshly initialised network, trains it with the preset's recipe and profiles
@@ -95,4 +114,9 @@ mean = report.summary(records, "accuracy")[0]
 highest = max(mean.index)
 glue("grasp_highest_compression", float(highest), display=False)
 glue("grasp_accuracy", float(mean.loc[highest].iloc[0]), display=False)
+mildest = min(records, key=lambda r: r["config"]["compression"])
+glue("grasp_mildest_compression", float(mildest["config"]["compression"]), display=False)
+glue("grasp_first_epoch_train_acc", 100 * mildest["history"][0]["train_acc"], display=False)
+print(f"training accuracy after the first epoch at compression "
+      f"{mildest['config']['compression']:g}: {100 * mildest['history'][0]['train_acc']:.1f} %")
 print(f"accuracy at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")
