@@ -133,11 +133,13 @@ glue("compare_dense_accuracy", dense_accuracy, display=False)
 # %%
 agreement = report.ordering_agreement(records)
 display(Markdown(report.markdown(agreement, 2)))
-glue("compare_agreement_table", agreement.style.format(precision=2).format_index("{:g}"),
+glue("compare_agreement_table", agreement.style.format(precision=2).format_index("{:g}")
+     .set_table_attributes('class="table"'),
      display=False)
 accuracy_vs_survey = report.comparison(records, "accuracy").T  # methods as rows: fits a page
 accuracy_vs_survey.columns = [f"c = {c:g}" for c in accuracy_vs_survey.columns]
-glue("compare_accuracy_table", accuracy_vs_survey.style.format(precision=2, na_rep="n/a"),
+glue("compare_accuracy_table", accuracy_vs_survey.style.format(precision=2, na_rep="n/a")
+     .set_table_attributes('class="table"'),
      display=False)
 glue("compare_pairs_alike", float(agreement["pairs ordered alike"].mean()), display=False)
 
