@@ -36,11 +36,10 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from sparse_survey import report, tutorial
-from sparse_survey.experiment import Store
 
 preset: str = tutorial.resolve_preset(preset)
-records = report.survey_runs(Store(results).records(preset))  # the LTH controls left out
-finished = tutorial.stored_runs(preset, results)
+records = tutorial.stored_runs(preset, results)  # the LTH controls left out
+finished = [r for r in records if r["status"] == "finished"]
 print(f"{len(records)} records at preset {preset}, {len(finished)} finished")
 glue("compare_runs", len(records), display=False)
 glue("compare_finished", len(finished), display=False)
@@ -107,8 +106,8 @@ glue("compare_best_method", best, display=False)
 glue("compare_best_accuracy", float(mean.loc[highest, best]), display=False)
 print(f"best at compression {highest:g}: {best} with {mean.loc[highest, best]:.2f} %")
 for method in mean.columns:  # glued as e.g. compare_acc_high_imp4iters
-    name = "".join(ch for ch in method.lower() if ch.isalnum())
-    glue(f"compare_acc_high_{name}", float(mean.loc[highest, method]), display=False)
+    glue(f"compare_acc_high_{report.label_key(method)}", float(mean.loc[highest, method]),
+         display=False)
 
 # %% [markdown]
 # ## The dense network
@@ -182,8 +181,8 @@ layers = len(finished[0]["layer_densities"])
 depth = report.depth_profile(records, compression, last=min(4, layers // 2))
 display(Markdown(report.markdown(depth, 4)))
 for method, row in depth.iterrows():  # glued as e.g. compare_late_early_imp2iters
-    name = "".join(ch for ch in method.lower() if ch.isalnum())
-    glue(f"compare_late_early_{name}", float(row["late / early"]), display=False)
+    glue(f"compare_late_early_{report.label_key(method)}", float(row["late / early"]),
+         display=False)
 
 # %% [markdown]
 # **"IMP gives lower inference time and memory."** How far each method's inference time and

@@ -110,13 +110,12 @@ display(Markdown(report.markdown(report.table(records, "accuracy"))))
 report.accuracy_figure(records)
 
 # %%
-mean = report.summary(records, "accuracy")[0]
-highest = max(mean.index)
-glue("grasp_highest_compression", float(highest), display=False)
-glue("grasp_accuracy", float(mean.loc[highest].iloc[0]), display=False)
+highest, accuracy = tutorial.accuracy_at_highest_compression(records)
+glue("grasp_highest_compression", highest, display=False)
+glue("grasp_accuracy", accuracy, display=False)
 mildest = min(records, key=lambda r: r["config"]["compression"])
 glue("grasp_mildest_compression", float(mildest["config"]["compression"]), display=False)
 glue("grasp_first_epoch_train_acc", 100 * mildest["history"][0]["train_acc"], display=False)
 print(f"training accuracy after the first epoch at compression "
       f"{mildest['config']['compression']:g}: {100 * mildest['history'][0]['train_acc']:.1f} %")
-print(f"accuracy at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")
+print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")

@@ -80,9 +80,8 @@ report.layer_density_figure(records, min({r["config"]["compression"] for r in re
                                          key=lambda c: abs(c - figure_compression)))
 
 # %%
-mean = report.summary(records, "accuracy")[0]
-highest = max(mean.index)
+highest, accuracy = tutorial.accuracy_at_highest_compression(records)
 glue("imp_iters", iters, display=False)
-glue("imp_highest_compression", float(highest), display=False)
-glue("imp_accuracy", float(mean.loc[highest].iloc[0]), display=False)
-print(f"IMP ({iters} Iters) at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")
+glue("imp_highest_compression", highest, display=False)
+glue("imp_accuracy", accuracy, display=False)
+print(f"IMP ({iters} Iters) at compression {highest:g}: {accuracy:.2f} %")

@@ -90,8 +90,7 @@ display(Markdown(report.markdown(report.table(records, "accuracy"))))
 report.accuracy_figure(records)
 
 # %%
-mean = report.summary(records, "accuracy")[0]
-highest = max(mean.index)
-glue("mag_highest_compression", float(highest), display=False)
-glue("mag_accuracy", float(mean.loc[highest].iloc[0]), display=False)
-print(f"accuracy at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")
+highest, accuracy = tutorial.accuracy_at_highest_compression(records)
+glue("mag_highest_compression", highest, display=False)
+glue("mag_accuracy", accuracy, display=False)
+print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")

@@ -86,8 +86,7 @@ display(Markdown(report.markdown(report.table(records, "accuracy"))))
 report.accuracy_figure(records)
 
 # %%
-mean = report.summary(records, "accuracy")[0]
-highest = max(mean.index)
-glue("snip_highest_compression", float(highest), display=False)
-glue("snip_accuracy", float(mean.loc[highest].iloc[0]), display=False)
-print(f"accuracy at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")
+highest, accuracy = tutorial.accuracy_at_highest_compression(records)
+glue("snip_highest_compression", highest, display=False)
+glue("snip_accuracy", accuracy, display=False)
+print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")

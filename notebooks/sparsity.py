@@ -46,7 +46,7 @@ from myst_nb import glue
 from sparse_survey import bench, report, tutorial
 
 preset: str = tutorial.resolve_preset(preset)
-records = tutorial.stored_runs(preset, results)
+records = [r for r in tutorial.stored_runs(preset, results) if r["status"] == "finished"]
 batch_sizes = [int(b) for b in tutorial.numbers(batch_sizes, "batch_sizes")]
 print(f"{len(records)} finished runs at preset {preset}")
 

@@ -92,8 +92,7 @@ display(Markdown(report.markdown(report.table(records, "accuracy"))))
 report.accuracy_figure(records)
 
 # %%
-mean = report.summary(records, "accuracy")[0]
-highest = max(mean.index)
-glue("synflow_highest_compression", float(highest), display=False)
-glue("synflow_accuracy", float(mean.loc[highest].iloc[0]), display=False)
-print(f"accuracy at compression {highest:g}: {mean.loc[highest].iloc[0]:.2f} %")
+highest, accuracy = tutorial.accuracy_at_highest_compression(records)
+glue("synflow_highest_compression", highest, display=False)
+glue("synflow_accuracy", accuracy, display=False)
+print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")

@@ -255,6 +255,16 @@ def environment(config: RunConfig) -> dict:
 
 # ---------------------------------------------------------------------------------- the store
 
+def write_json(path: Path, data: dict) -> Path:
+    """Write ``data`` as JSON atomically (a temporary file, then a rename), so that a process
+    killed mid-write leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+    return path
+
+
 class Store:
     """One JSON file per run under ``root/<preset>/<key>.json``, written atomically."""
 
@@ -268,12 +278,8 @@ class Store:
         return self.path(config).exists()
 
     def write(self, record: dict) -> Path:
-        path = self.root / record["config"]["preset"] / f"{record['key']}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=1, allow_nan=True))
-        os.replace(tmp, path)
-        return path
+        return write_json(self.root / record["config"]["preset"] / f"{record['key']}.json",
+                          record)
 
     def records(self, preset: str, stale: bool = False) -> list[dict]:
         """The stored records of a preset. Records made under an earlier definition of a named

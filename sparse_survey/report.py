@@ -62,6 +62,11 @@ def frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES])
 
 
+def label_key(label: str) -> str:
+    """A method label as a key for names: "IMP (2 Iters)" -> "imp2iters"."""
+    return "".join(ch for ch in label.lower() if ch.isalnum())
+
+
 def _ordered(labels) -> list[str]:
     return [m for m in METHOD_ORDER if m in labels] + sorted(set(labels) - set(METHOD_ORDER))
 

@@ -15,7 +15,7 @@ import torch
 from . import data as datasets
 from . import models
 from .data import Loader
-from .experiment import PRESETS, RunConfig, Store, sweep
+from .experiment import PRESETS, RunConfig, Store, sweep, write_json
 from .profile import device_name
 
 
@@ -74,17 +74,25 @@ def numbers(value, name: str = "value") -> list[float]:
 
 
 def stored_runs(preset: str, results: str = "results") -> list[dict]:
-    """The finished runs of a preset's survey grid in the store; a clear error when there are
-    none (run the sweep or the method notebooks first)."""
+    """The runs of a preset's survey grid in the store (failed ones included, controls left
+    out); a clear error when none finished (run the sweep or the method notebooks first)."""
     from .report import survey_runs
 
-    finished = [r for r in survey_runs(Store(results).records(preset))
-                if r["status"] == "finished"]
-    if not finished:
+    records = survey_runs(Store(results).records(preset))
+    if not any(r["status"] == "finished" for r in records):
         raise RuntimeError(f"no finished runs at preset {preset!r} in {results}/{preset}: run "
                            f"`python -m sparse_survey sweep --preset {preset}` or the method "
                            "notebooks first")
-    return finished
+    return records
+
+
+def accuracy_at_highest_compression(records: list[dict]) -> tuple[float, float]:
+    """The highest compression among one method's records, and its mean accuracy there (%)."""
+    from .report import summary
+
+    mean = summary(records, "accuracy")[0]
+    highest = max(mean.index)
+    return float(highest), float(mean.loc[highest].iloc[0])
 
 
 def runs(method: str, compressions, preset: str, seeds=1, iters: int = 1,
@@ -116,8 +124,5 @@ def stored_benchmark(name: str, compute, preset: str, results: str = "results") 
     stored = {"name": name, "preset": preset, "result": compute(),
               "environment": {"device_name": device_name(device), "torch": torch.__version__,
                               "threads": torch.get_num_threads()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(stored, indent=1))
-    os.replace(tmp, path)
+    write_json(path, stored)
     return stored

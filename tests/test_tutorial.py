@@ -39,3 +39,14 @@ def test_a_stored_benchmark_is_measured_once_and_then_read_back(tmp_path):
     assert first["result"]["rows"][0]["speedup"] == 2.0
     assert first["environment"]["threads"] >= 1
     assert (tmp_path / "smoke" / "bench" / "demo.json").exists()
+
+
+def test_accuracy_at_highest_compression_is_the_mean_over_seeds_there():
+    def record(compression, seed, accuracy):
+        return {"label": "Mag", "status": "finished",
+                "config": {"compression": compression, "seed": seed},
+                "metrics": {"test_acc": accuracy}}
+
+    records = [record(1, 0, 0.8), record(2, 0, 0.5), record(2, 1, 0.7)]
+    highest, accuracy = tutorial.accuracy_at_highest_compression(records)
+    assert highest == 2 and accuracy == pytest.approx(60.0)
