@@ -52,12 +52,13 @@ glue("compare_run_minutes", minutes, display=False)
 # ## The tables
 
 # %%
-for name, (caption, _, decimals, survey_table) in report.TABLES.items():
-    display(Markdown(f"### {caption}\n\n" + report.markdown(report.table(records, name))))
+for name, t in report.TABLES.items():
+    note = f"\n\n{report.TIMING_NOTE}" if t.clock else ""
+    display(Markdown(f"### {t.title}\n\n" + report.markdown(report.table(records, name)) + note))
     compared = report.comparison(records, name)
     if compared is not None:
-        display(Markdown(f"Beside the survey's {survey_table} (diff = ours - survey):\n\n"
-                         + report.markdown(compared, decimals)))
+        display(Markdown(f"Beside the survey's {t.survey} (diff = ours - survey):\n\n"
+                         + report.markdown(compared, t.decimals)))
 
 # %% [markdown]
 # How far ours sit from the survey's, table by table: the mean absolute difference over the cells

@@ -167,7 +167,16 @@ def parser() -> argparse.ArgumentParser:
                        help="Ray cluster address (default: start a local Ray instance)")
     sweep.add_argument("--results", default="results", help="store root (default: %(default)s)")
     sweep.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    sweep.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="train through torch.compile, compiled once per architecture "
+                            "(default: on CUDA only)")
+    sweep.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                       help="start no run that would end past this many seconds (estimated "
+                            "from finished runs); rerun the command to continue (local backend)")
+    sweep.add_argument("--data-root", default=None,
+                       help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA, then a download)")
     sweep.add_argument("--cache-dir", default=None, help="IMP dense runs and checkpoints")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     report = commands.add_parser(
         "report", help="tables and figures of a preset's stored records",
@@ -182,31 +191,40 @@ def parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     bench_commands = bench.add_subparsers(dest="bench", required=True)
     bench_train = bench_commands.add_parser(
-        "train", help="training images/s: this loop against a common DataLoader baseline",
-        description="Training images/s of this project's loop and of a plain DataLoader "
-                    "baseline (CPU transforms, fp32, batch 128) on the same model, and their "
-                    "ratio.")
+        "train", help="training images/s: a common DataLoader baseline, this loop eager and "
+                      "compiled",
+        description="Training images/s on the same images: a plain DataLoader baseline (CPU "
+                    "transforms, fp32, batch 128) and this project's loop, eager and compiled, "
+                    "at each batch size, also as a fraction of the device's peak FLOP/s. Stores "
+                    "the figures in OUT/train-MODEL-DEVICE.json.")
     add_bench_model_options(bench_train, None, "width multiplier (default: 1 on a GPU, 0.25 on "
                                                "a CPU)")
     bench_train.add_argument("--images", type=int, default=None,
                              help="training images per measurement (default: 50000 on a GPU, "
                                   "10000 on a CPU)")
-    bench_train.add_argument("--batch-size", type=int, default=None,
-                             help="batch size of this loop (default: 512 on a GPU, 128 on a CPU)")
-    bench_train.add_argument("--compile", action="store_true", help="compile this loop's model")
+    bench_train.add_argument("--batch-size", type=int, action="append", default=None,
+                             help="batch size of this loop, repeatable (default: 128 and 512)")
+    bench_train.add_argument("--no-compile", action="store_true",
+                             help="measure this loop eager only (compiling takes minutes on a "
+                                  "CPU)")
     bench_train.add_argument("--device", default=None, help="torch device (default: cuda if any)")
     bench_train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
                              help="data set (default: %(default)s)")
     bench_train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
+    bench_train.add_argument("--out", default="results/bench",
+                             help="folder of the stored record (default: %(default)s)")
     bench_prune = bench_commands.add_parser(
         "prune", help="scoring and pruning time of every method",
-        description="Time each method's scoring (one round) and full pruning on a model, on the "
-                    "CPU and on a GPU when one is available.")
+        description="Time each method's scoring (one round) and full pruning (100 rounds for "
+                    "SynFlow) at several compressions on a model, on the CPU and on a GPU when "
+                    "one is available. Stores the figures in OUT/prune-MODEL-DEVICE.json.")
     add_bench_model_options(bench_prune)
-    bench_prune.add_argument("--compression", type=float, default=1.0,
-                             help="compression to prune to (default: %(default)s)")
+    bench_prune.add_argument("--compression", type=float, action="append", default=None,
+                             help="compression to prune to, repeatable (default: 0.05, 1 and 2)")
     bench_prune.add_argument("--device", action="append", default=None,
                              help="device to time on, repeatable (default: cpu, and cuda if any)")
+    bench_prune.add_argument("--out", default="results/bench",
+                             help="folder of the stored record (default: %(default)s)")
     bench_sparse = bench_commands.add_parser(
         "sparse", help="dense masked vs CSR sparse forward time by density",
         description="Time a pruned model's forward pass dense (masked) and with CSR sparse "
@@ -338,21 +356,34 @@ def run_profile(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from .experiment import Store, grid_configs, load_grid, sweep
+    from .experiment import Store, estimate_seconds, grid_configs, load_grid, past_runs, sweep
 
     grid = load_grid(args.grid)
     seeds = list(range(args.seeds)) if args.seeds is not None else None
-    configs = grid_configs(grid, args.preset, seeds, device=args.device)
+    configs = grid_configs(grid, args.preset, seeds, device=args.device, compile=args.compile)
     store = Store(args.results)
     todo = sum(not store.done(c) for c in configs)
-    print(f"{len(configs)} runs in the grid at preset {args.preset}, {todo} still to do; "
+    budget = f", time budget {args.time_budget:g} s" if args.time_budget else ""
+    print(f"{len(configs)} runs in the grid at preset {args.preset}, {todo} still to do{budget}; "
           f"records in {store.root / args.preset}")
-    records = sweep(configs, store, args.backend, args.address, args.cache_dir)
+    start = time.perf_counter()
+    records = sweep(configs, store, args.backend, args.address, args.cache_dir,
+                    progress=not args.no_progress, time_budget=args.time_budget,
+                    data_root=args.data_root)
     bad = [r for r in records if r["status"] != "finished"]
-    print(f"done: {len(records)} run now, {len(bad)} of them diverged or failed")
+    print(f"done: {len(records)} run now in {time.perf_counter() - start:.0f} s, {len(bad)} of "
+          "them diverged or failed")
     for r in bad:
         print(f"  {r['label']} c={r['config']['compression']:g} seed {r['config']['seed']}: "
               f"{r['status']}: {(r['error'] or '').strip().splitlines()[-1]}")
+    left = [c for c in configs if not store.done(c)]
+    if left:
+        past = past_runs(store, left)
+        estimates = [estimate_seconds(c, records, past) for c in left]
+        known = [e for e in estimates if e is not None]
+        print(f"left for the next call: {len(left)} runs, about {sum(known) / 60:.1f} minutes "
+              f"on this device{'' if len(known) == len(left) else ' (some not estimated)'}; "
+              "run the same command again to continue")
     return 0
 
 
@@ -373,17 +404,23 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_prune, bench_sparse, bench_train
+    from .bench import bench_prune, bench_sparse, bench_train, device_slug, save
 
-    if args.bench == "prune":
-        bench_prune(args.model, args.width, args.compression, args.device)
-    elif args.bench == "sparse":
+    if args.bench == "sparse":
         bench_sparse(args.model, args.width, args.method,
                      batch_sizes=tuple(args.batch or (1, 64)), repeats=args.repeats,
                      device=args.device)
+        return 0
+    if args.bench == "prune":
+        record = bench_prune(args.model, args.width, tuple(args.compression or (0.05, 1, 2)),
+                             args.device)
     else:
-        bench_train(args.model, args.width, args.dataset, args.data_root, args.images,
-                    args.batch_size, args.device, args.compile)
+        record = bench_train(args.model, args.width, args.dataset, args.data_root, args.images,
+                             tuple(args.batch_size or (128, 512)), args.device,
+                             compiled=(False,) if args.no_compile else (False, True))
+    device = torch.device(record["environment"]["device"])
+    path = save(record, args.out, f"{args.bench}-{args.model}-{device_slug(device)}")
+    print(f"stored in {path}")
     return 0
 
 

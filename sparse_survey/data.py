@@ -14,9 +14,9 @@ the default folder ``~/.cache/sparse_survey/data``):
   ``.zip`` or ``.tar.gz`` of one, or a folder holding such an archive;
 - torchvision's download into the default folder, when ``download=True`` and the internet is there.
 
-Decoding 60,000 JPEGs takes a while, so the decoded arrays are cached once per archive or folder as
-an ``.npz`` file in ``$SPARSE_SURVEY_CACHE`` (default ``~/.cache/sparse_survey``); a second load
-reads that file in well under two seconds.
+Decoding 60,000 JPEGs takes a while (10-20 s, with a progress bar), so the decoded arrays are
+cached once per archive or folder as an ``.npz`` file in ``$SPARSE_SURVEY_CACHE`` (default
+``~/.cache/sparse_survey``); a second load reads that file in well under two seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
+from tqdm import tqdm
 
 DATASETS = ("cifar10", "digits")
 SHAPES = {"cifar10": (3, 32, 32), "digits": (1, 8, 8)}  # one image: (channels, height, width)
@@ -240,7 +241,8 @@ def decode_image_folder(source: Path) -> dict[str, np.ndarray]:
     """
     from PIL import Image
 
-    files = sorted(_image_files(source))
+    files = sorted(tqdm(_image_files(source), desc=f"reading {source.name}", unit=" images",
+                        leave=False))
     if not files:
         raise DataNotFoundError(f"{source} holds no images in train/<class>/ and test/<class>/")
     classes = sorted({c for _, c, _, _ in files})
@@ -250,7 +252,9 @@ def decode_image_folder(source: Path) -> dict[str, np.ndarray]:
             return np.asarray(im.convert("RGB"))
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # Pillow releases the GIL while decoding
-        pixels = list(pool.map(decode, (blob for *_, blob in files)))
+        pixels = list(tqdm(pool.map(decode, (blob for *_, blob in files)), total=len(files),
+                           desc=f"decoding {source.name} (once; cached)", unit=" images",
+                           leave=False))
     shapes = {p.shape for p in pixels}
     if len(shapes) != 1:
         raise ValueError(f"images in {source} differ in size: {sorted(shapes)[:5]}")

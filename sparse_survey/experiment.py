@@ -6,7 +6,12 @@ it and returns one JSON-ready record. The :class:`Store` keeps one file per run 
 ``results/<preset>/<hash of the config>.json``, written atomically, so a killed sweep leaves no
 half record and a rerun skips what is done. A run that diverges or fails is stored as such, with
 its error, and the sweep goes on. :func:`sweep` runs a grid locally or, with ``backend="ray"``,
-as one Ray task per run (one GPU each where GPUs exist).
+as one Ray task per run (one GPU each where GPUs exist). A local sweep can be time-boxed: it
+starts no run that its estimate says would end past the budget, so a long grid proceeds in
+slices that the store resumes.
+
+A process pays once for what its runs share: the data set is loaded once, and with ``compile``
+(the default on CUDA) each architecture is compiled once (see :mod:`sparse_survey.train`).
 
 Presets, the one place where the training budgets are written down:
 
@@ -34,10 +39,12 @@ other work (the sum of the 48 runs' own times, 80 minutes); the dense network re
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 import traceback
@@ -51,11 +58,12 @@ from tqdm import tqdm
 from . import __version__, lottery, masks, models, pruners
 from . import data as datasets
 from .data import Loader
-from .profile import device_name, profile
+from .profile import device_name, profile, timed
 from .train import Recipe, default_device, fit
 
 SCHEMA = 1
 METHODS = (*pruners.METHODS, "imp", "dense")
+EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, not what it is
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,8 @@ class RunConfig:
     SynFlow). ``control`` turns an IMP run into one of the Lottery Ticket controls of its final
     ticket (``"reinit"`` or ``"shuffle"``, see :mod:`sparse_survey.lottery`). ``eval_every``:
     test-set evaluations during training (every that many epochs, and after the last).
-    ``device`` says where to run and is not part of the run's identity."""
+    ``device`` says where to run and ``compile`` whether to train through ``torch.compile``
+    (None: on CUDA only, where it pays); neither is part of the run's identity."""
 
     method: str
     compression: float
@@ -112,6 +121,7 @@ class RunConfig:
     eval_every: int = 1
     control: str | None = None
     device: str | None = None
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -136,9 +146,14 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """The hash that names the run's file (the device excluded)."""
-        identity = {k: v for k, v in asdict(self).items() if k != "device"}
+        """The hash that names the run's file (where and how it ran excluded)."""
+        identity = {k: v for k, v in asdict(self).items() if k not in EXECUTION}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def torch_device(self) -> torch.device:
+        """Where the run runs: ``device``, else CUDA when there is a GPU, else the CPU."""
+        return torch.device(self.device) if self.device else default_device()
 
     @property
     def label(self) -> str:
@@ -160,68 +175,81 @@ def config_from_dict(d: dict) -> RunConfig:
 
 # ------------------------------------------------------------------------------------- one run
 
-def run(config: RunConfig, cache_dir=None, progress: bool = False) -> dict:
+def run(config: RunConfig, cache_dir=None, progress: bool = False, data_root=None) -> dict:
     """Prune (or run IMP), train, evaluate and profile one config; return its record.
 
+    ``data_root`` says where CIFAR-10 is (default: ``$SPARSE_SURVEY_DATA``, then a download).
     Never raises for a bad run: a diverged run (NaN or infinite loss) gets ``status="diverged"``,
-    any other error ``status="failed"``, each with its message, so a sweep can go on."""
-    start = time.perf_counter()
+    any other error ``status="failed"``, each with its message, so a sweep can go on. Each phase
+    (prune, train, profile, and the total) records its wall and CPU time, waiting and load (see
+    :func:`sparse_survey.profile.timed`)."""
+    timings: dict = {}
     record = {"schema": SCHEMA, "key": config.key, "config": asdict(config),
               "label": config.label, "status": "running", "error": None,
-              "environment": environment(config)}
-    try:
-        record.update(_run(config, cache_dir, progress))
-    except FloatingPointError as error:
-        record.update(status="diverged", error=str(error))
-    except Exception as error:  # stored, not raised: one bad cell must not end a sweep
-        record.update(status="failed", error="".join(traceback.format_exception(error))[-4000:])
-    record["timings"] = {**record.get("timings", {}), "total_s": time.perf_counter() - start}
+              "environment": environment(config.torch_device)}
+    with timed(timings, "total"):
+        try:
+            record.update(_run(config, cache_dir, progress, data_root, timings))
+        except FloatingPointError as error:
+            record.update(status="diverged", error=str(error))
+        except Exception as error:  # stored, not raised: one bad cell must not end a sweep
+            record.update(status="failed",
+                          error="".join(traceback.format_exception(error))[-4000:])
+    record["timings"] = timings
     return record
 
 
-def _run(config: RunConfig, cache_dir, progress: bool) -> dict:
-    device = torch.device(config.device) if config.device else default_device()
-    train, test = datasets.load(config.dataset, limit_per_class=config.limit_per_class)
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str, root: str | None, limit_per_class: int | None):
+    """A data set loaded once per process and root: every run of a sweep shares it."""
+    return datasets.load(name, root, limit_per_class)
+
+
+def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict) -> dict:
+    device = config.torch_device
+    compile = device.type == "cuda" if config.compile is None else config.compile
+    root = data_root or os.environ.get("SPARSE_SURVEY_DATA") or None
+    train, test = _dataset(config.dataset, root and str(root), config.limit_per_class)
     torch.manual_seed(config.seed)
     c, h, _ = train.shape
     model = models.build(config.model, len(train.classes), c, config.width, image_size=h)
     model.to(device)
-    timings: dict[str, float] = {}
-    tic = time.perf_counter()
+    desc = f"{config.label} c={config.compression:g} seed {config.seed}"
     if config.method == "imp":
-        result = lottery.imp(model, (train, test), config.compression, config.iters,
-                             config.recipe, seed=config.seed, device=device,
-                             cache_dir=cache_dir, progress=progress,
-                             eval_every=config.eval_every)
-        history, rounds = result.final["history"], result.rounds
-        if config.control:  # the same ticket's control, trained like its last round
-            model = lottery.control_ticket(result, config.control, config.seed)
-            fitted = fit(model, train, config.recipe, test, device,
-                         config.seed + result.final["round"], progress=progress,
-                         eval_every=config.eval_every)
-            if fitted.diverged:
-                raise FloatingPointError(fitted.error)
-            history = fitted.epochs
-        timings["train_s"] = time.perf_counter() - tic
+        with timed(timings, "train"):
+            result = lottery.imp(model, (train, test), config.compression, config.iters,
+                                 config.recipe, seed=config.seed, device=device,
+                                 cache_dir=cache_dir, progress=progress,
+                                 eval_every=config.eval_every, compile=compile)
+            history, rounds = result.final["history"], result.rounds
+            if config.control:  # the same ticket's control, trained like its last round
+                model = lottery.control_ticket(result, config.control, config.seed)
+                fitted = fit(model, train, config.recipe, test, device,
+                             config.seed + result.final["round"], progress=progress,
+                             eval_every=config.eval_every, compile=compile, desc=desc)
+                if fitted.diverged:
+                    raise FloatingPointError(fitted.error)
+                history = fitted.epochs
     else:
-        if config.method != "dense":
-            loader = Loader(train, config.prune_batch_size, device, train=True, seed=config.seed)
-            batches = [b for b, _ in zip(loader, range(config.prune_batches))]
-            pruners.prune(model, config.method, config.compression, batches, config.scope,
-                          config.rounds, seed=config.seed, input_shape=train.shape)
-        timings["prune_s"] = time.perf_counter() - tic
-        tic = time.perf_counter()
-        fitted = fit(model, train, config.recipe, test, device, config.seed, progress=progress,
-                     eval_every=config.eval_every)
-        timings["train_s"] = time.perf_counter() - tic
+        with timed(timings, "prune"):
+            if config.method != "dense":
+                loader = Loader(train, config.prune_batch_size, device, train=True,
+                                seed=config.seed)
+                batches = [b for b, _ in zip(loader, range(config.prune_batches))]
+                pruners.prune(model, config.method, config.compression, batches, config.scope,
+                              config.rounds, seed=config.seed, input_shape=train.shape)
+        with timed(timings, "train"):
+            fitted = fit(model, train, config.recipe, test, device, config.seed,
+                         progress=progress, eval_every=config.eval_every, compile=compile,
+                         desc=desc)
         if fitted.diverged:
             raise FloatingPointError(fitted.error)
         history, rounds = fitted.epochs, None
-    tic = time.perf_counter()
-    measured = profile(model, test, device, repeats=config.profile_repeats)
-    timings["profile_s"] = time.perf_counter() - tic
+    with timed(timings, "profile"):
+        measured = profile(model, test, device, repeats=config.profile_repeats,
+                           progress=progress)
     accuracies = [e["test_acc"] for e in history if "test_acc" in e]
-    return {"status": "finished", "timings": timings,
+    return {"status": "finished",
             "metrics": {"test_acc": history[-1]["test_acc"], "best_test_acc": max(accuracies),
                         **measured},
             "layer_densities": masks.layer_densities(model),
@@ -239,9 +267,8 @@ def weight_histograms(model: torch.nn.Module, bins: int = 40) -> dict[str, dict]
     return out
 
 
-def environment(config: RunConfig) -> dict:
-    """Package versions, device and git commit: where a record came from."""
-    device = torch.device(config.device) if config.device else default_device()
+def environment(device: torch.device) -> dict:
+    """Package versions, device, threads, cores and git commit: where a record came from."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
@@ -250,7 +277,7 @@ def environment(config: RunConfig) -> dict:
     return {"sparse_survey": __version__, "torch": torch.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "device": str(device), "device_name": device_name(device), "git_commit": commit,
-            "threads": torch.get_num_threads(), "host": platform.node()}
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "host": platform.node()}
 
 
 # ---------------------------------------------------------------------------------- the store
@@ -336,12 +363,25 @@ def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
 
 
 def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
-          address: str | None = None, cache_dir=None, progress: bool = True) -> list[dict]:
-    """Run every config that has no record yet and store each record as it arrives."""
+          address: str | None = None, cache_dir=None, progress: bool = True,
+          time_budget: float | None = None, data_root=None) -> list[dict]:
+    """Run every config that has no record yet and store each record as it arrives; return the
+    new records. The overall bar counts runs; under it, the run in flight shows its epoch, loss
+    and images/s.
+
+    ``time_budget`` (seconds; local backend): start no run that would end past the budget, by
+    :func:`estimate_seconds` from the runs finished in this call and the stored runs of the same
+    presets on this device. The run in flight always finishes and is stored; the runs left wait
+    for the next call. ``data_root`` says where CIFAR-10 is (see :func:`run`)."""
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}; known: local, ray")
+    if time_budget is not None and (backend != "local" or not time_budget > 0):
+        raise ValueError("a time budget needs the local backend and a positive number of "
+                         f"seconds, got {time_budget!r} with backend {backend!r}")
     pending = [c for c in configs if not store.done(c)]
     bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="sweep",
                unit="run", disable=not progress)
-    records = []
+    records: list[dict] = []
 
     def keep(record: dict) -> None:
         store.write(record)
@@ -350,26 +390,68 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
                              f"{record['status']}")
         bar.update()
 
-    if backend == "local":
-        for config in pending:
-            keep(run(config, cache_dir))
-    elif backend == "ray":
-        for record in _ray_runs(pending, address, cache_dir):
+    if backend == "ray":
+        for record in _ray_runs(pending, address, cache_dir, data_root):
             keep(record)
     else:
-        raise ValueError(f"unknown backend {backend!r}; known: local, ray")
+        past = past_runs(store, pending) if time_budget is not None else []
+        start = time.monotonic()
+        for config in pending:
+            if time_budget is not None:
+                estimate = estimate_seconds(config, records, past)
+                if estimate is not None and time.monotonic() - start + estimate > time_budget:
+                    continue  # would end past the budget: left for the next call
+            keep(run(config, cache_dir, progress, data_root))
     bar.close()
     return records
 
 
-def _run_with_threads(config: RunConfig, cache_dir, threads: int) -> dict:
+def trainings(config: dict) -> int:
+    """How many trainings a run (a stored record's ``config``) does: one; for IMP one per round
+    and the dense one (cached once a seed's first IMP run has made it), and a control's."""
+    if config["method"] != "imp":
+        return 1
+    return config["iters"] + 1 + (config.get("control") is not None)
+
+
+def estimate_seconds(config: RunConfig, *pools: list[dict]) -> float | None:
+    """How long ``config`` should run, from the total times of finished records: the median of
+    those of the same kind (method, IMP rounds, control) in the first pool that has any; else the
+    median time per training (:func:`trainings`) in the first pool with a finished record, times
+    this config's trainings. None when no pool holds a finished record."""
+    mine = asdict(config)
+
+    def kind(c: dict) -> tuple:
+        return c["method"], c["iters"], c.get("control")
+
+    finished = [[r for r in pool if r["status"] == "finished"] for pool in pools]
+    for pool in finished:
+        same = [r["timings"]["total_s"] for r in pool if kind(r["config"]) == kind(mine)]
+        if same:
+            return statistics.median(same)
+    for pool in finished:
+        if pool:
+            return trainings(mine) * statistics.median(
+                r["timings"]["total_s"] / trainings(r["config"]) for r in pool)
+    return None
+
+
+def past_runs(store: Store, configs: list[RunConfig]) -> list[dict]:
+    """The stored records of the configs' presets that ran on the device these configs will run
+    on (by its name): what a time estimate may draw on."""
+    devices = {device_name(c.torch_device) for c in configs}
+    return [r for preset in sorted({c.preset for c in configs}) for r in store.records(preset)
+            if r["environment"].get("device_name") in devices]
+
+
+def _run_with_threads(config: RunConfig, cache_dir, threads: int, data_root) -> dict:
     """A Ray task: :func:`run` with the driver's number of CPU threads (Ray would set one), since
     CPU float reductions, and so a run's exact numbers, depend on the thread count."""
     torch.set_num_threads(threads)
-    return run(config, cache_dir)
+    return run(config, cache_dir, data_root=data_root)
 
 
-def _ray_runs(configs: list[RunConfig], address: str | None, cache_dir):
+def _ray_runs(configs: list[RunConfig], address: str | None, cache_dir, data_root):
     """Yield records as Ray tasks finish: one task per run, one GPU each when the cluster has
     GPUs, else as many CPUs as this process uses threads. Without ``address`` a local Ray
     instance is started."""
@@ -382,7 +464,8 @@ def _ray_runs(configs: list[RunConfig], address: str | None, cache_dir):
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         threads = torch.get_num_threads()
         task = ray.remote(num_cpus=1 if gpus else threads, num_gpus=gpus)(_run_with_threads)
-        waiting = [task.remote(replace(c, device="cuda") if gpus else c, cache_dir, threads)
+        waiting = [task.remote(replace(c, device="cuda") if gpus else c, cache_dir, threads,
+                               data_root)
                    for c in configs]
         while waiting:
             finished, waiting = ray.wait(waiting, num_returns=1)

@@ -57,7 +57,7 @@ class IMPResult:
 def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, iters: int,
         recipe: Recipe, rewind: str | int = "init", seed: int = 0,
         device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
-        progress: bool = True, eval_every: int = 1) -> IMPResult:
+        progress: bool = True, eval_every: int = 1, compile: bool = False) -> IMPResult:
     """Run IMP on ``model`` (freshly initialised; trained and pruned in place).
 
     ``iters`` is the number of prune rounds (the survey's "IMP (k Iters)"). ``data`` is the
@@ -65,7 +65,8 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
     ``seed + r``). Dense runs and checkpoints live in ``cache_dir/imp`` (default cache:
     ``$SPARSE_SURVEY_CACHE``, i.e. ``~/.cache/sparse_survey``). A diverged round raises
     ``FloatingPointError``. Each training evaluates on the test set every ``eval_every`` epochs
-    and after its last (evaluation does not change the training).
+    and after its last (evaluation does not change the training). ``compile`` trains through
+    ``torch.compile``.
     """
     if iters < 1:
         raise ValueError(f"iters (prune rounds) must be at least 1, got {iters}")
@@ -88,7 +89,7 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
     else:
         rewind_state, dense, cached = _dense_training(model, train, test, recipe, seed, rewind,
                                                       device, cache / f"{key}-dense.pt",
-                                                      progress, eval_every)
+                                                      progress, eval_every, compile)
         rounds = [dense]
     bar = tqdm(total=iters, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
                unit="round", disable=not progress)
@@ -96,7 +97,7 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
         current = pruners.prune(model, "mag", compression * r / iters)  # among the survivors
         rewind_to(model, rewind_state, current)
         rounds.append(_train_round(r, model, train, test, recipe, seed, device, progress,
-                                   eval_every))
+                                   eval_every, compile=compile))
         _save(checkpoint, {"rounds": rounds, "rewind_state": rewind_state,
                            "masks": masks.get(model), "model": model.state_dict()})
         bar.update()
@@ -115,7 +116,7 @@ def rewind_to(model: nn.Module, state: dict[str, torch.Tensor],
 
 
 def _dense_training(model, train, test, recipe, seed, rewind, device, path, progress,
-                    eval_every):
+                    eval_every, compile):
     """Train the dense model (or load it from ``path``); return the rewind state, the round-0
     record and whether it came from the cache."""
     if path.exists():
@@ -130,7 +131,8 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
             kept["state"] = copy.deepcopy(m.state_dict())
 
     record = _train_round(0, model, train, test, recipe, seed, device, progress, eval_every,
-                          on_step=None if rewind in ("init", 0) else keep_rewind_point)
+                          on_step=None if rewind in ("init", 0) else keep_rewind_point,
+                          compile=compile)
     if rewind not in ("init", 0) and "state" not in kept:
         raise ValueError(f"rewind step {rewind} is beyond the {record['steps']} training steps")
     rewind_state = kept.get("state", init)
@@ -139,10 +141,11 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
 
 
 def _train_round(r, model, train, test, recipe, seed, device, progress, eval_every,
-                 on_step=None) -> dict:
+                 on_step=None, compile=False) -> dict:
     start = time.perf_counter()
     history = fit(model, train, recipe, test, device, seed + r, progress=progress,
-                  eval_every=eval_every, on_step=on_step)
+                  eval_every=eval_every, on_step=on_step, compile=compile,
+                  desc=f"round {r}" if r else "dense")
     if history.diverged:
         raise FloatingPointError(f"IMP round {r} diverged: {history.error}")
     accuracies = [e["test_acc"] for e in history.epochs if "test_acc" in e]
@@ -211,13 +214,14 @@ def control_ticket(result: IMPResult, kind: str, seed: int = 0) -> nn.Module:
 
 def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe, seed: int = 0,
              device: str | torch.device | None = None, progress: bool = True,
-             eval_every: int = 1) -> dict[str, float]:
+             eval_every: int = 1, compile: bool = False) -> dict[str, float]:
     """Final test accuracy of the winning ticket beside its random-reinit and layerwise-shuffle
     controls, each trained like the last IMP round (same recipe and data seed)."""
     train, test = data
     out = {"winning ticket": result.final["test_acc"]}
     for kind, name in CONTROLS.items():
         history = fit(control_ticket(result, kind, seed), train, recipe, test, device,
-                      seed + result.final["round"], progress=progress, eval_every=eval_every)
+                      seed + result.final["round"], progress=progress, eval_every=eval_every,
+                      compile=compile, desc=name)
         out[name] = float("nan") if history.diverged else history.final["test_acc"]
     return out

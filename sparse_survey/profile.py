@@ -15,6 +15,13 @@
   :func:`sparse_survey.train.evaluate`), batches normalised in advance so that only the model is
   timed, after warm-up, CUDA synchronised; the median of ``repeats`` passes with the min and max.
   Batch-1 latency is the median of single-image passes.
+- **Whether a time can be trusted.** A wall time measures the method only if nothing else used
+  the machine meanwhile. :func:`timed` therefore records beside each wall time the process's CPU
+  time, the time its threads waited for a free CPU (Linux's scheduler statistics) and the
+  machine's 1-minute load average at the start and the end; :func:`contended` reads them. Waiting
+  is the direct sign: on this project's 2-core machine a VGG16 inference measured alone waits
+  for 1-2 % of its wall time, beside one busy process for about 65 %, and takes 2.5 times as
+  long.
 - **GPU memory** (CUDA only): ``torch.cuda.max_memory_allocated`` and ``max_memory_reserved``
   over one inference pass fed by the on-device loader, after emptying the cache and resetting
   the peak statistics (the survey's "allocated" and "cached" tables).
@@ -30,6 +37,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -37,12 +45,14 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from . import masks
 from .data import ImageSet, Loader
@@ -148,27 +158,85 @@ def timings(fn, device: torch.device, repeats: int) -> list[float]:
     return times
 
 
+def _waited_s() -> float | None:
+    """Seconds this process's threads have spent waiting for a CPU, summed (the second field of
+    Linux's ``/proc/<pid>/task/<tid>/schedstat``); None where the system does not say."""
+    total, found = 0, False
+    for path in Path("/proc/self/task").glob("*/schedstat"):
+        try:
+            total += int(path.read_text().split()[1])
+            found = True
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9 if found else None
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Windows
+        return None
+
+
+@contextmanager
+def timed(into: dict, name: str):
+    """Measure the block and store into ``into``: ``{name}_s`` (wall seconds), ``{name}_cpu_s``
+    (CPU seconds of this process, all threads), ``{name}_wait_s`` (seconds its threads waited for
+    a CPU, summed; None where unknown) and ``{name}_load`` (the machine's 1-minute load average at
+    the start and the end; None where unknown). Nothing is stored if the block raises."""
+    load, waited, cpu, wall = _load(), _waited_s(), time.process_time(), time.perf_counter()
+    yield
+    into[f"{name}_s"] = time.perf_counter() - wall
+    into[f"{name}_cpu_s"] = time.process_time() - cpu
+    now = _waited_s()
+    into[f"{name}_wait_s"] = now - waited if now is not None and waited is not None else None
+    into[f"{name}_load"] = None if load is None else [load, _load()]
+
+
+def contended(clock: dict, name: str, cpus: int | None = None) -> bool | None:
+    """Whether other work shared the machine during the phase ``name`` of a :func:`timed`
+    record: its threads waited for a CPU for more than a tenth of its wall time in all, or, where
+    waiting is unknown, the load average exceeded the ``cpus`` cores at its start or end. None when
+    the record holds neither measurement (records made before they were taken)."""
+    wall, wait, load = (clock.get(f"{name}{suffix}") for suffix in ("_s", "_wait_s", "_load"))
+    if wall is None or (wait is None and load is None):
+        return None
+    if wait is not None:
+        return wait > 0.1 * wall
+    return max(load) > (cpus or os.cpu_count() or 1) + 0.5
+
+
 @torch.inference_mode()
 def inference_time(model: nn.Module, test_set: ImageSet, device: torch.device,
-                   batch_size: int = 256, repeats: int = 5, latency_repeats: int = 50) -> dict:
-    """Median time of a pass over ``test_set`` (model only), images/s and batch-1 latency."""
+                   batch_size: int = 256, repeats: int = 5, latency_repeats: int = 50,
+                   progress: bool = False) -> dict:
+    """Median time of a pass over ``test_set`` (model only), images/s and batch-1 latency; the
+    timed passes' CPU time, waiting and load as ``time_passes_*`` (see :func:`timed`)."""
     cuda = device.type == "cuda"
     batches = [x for x, _ in Loader(test_set, batch_size, device, channels_last=cuda)]
+    bar = tqdm(total=repeats * len(batches), desc="inference time", unit="batch",
+               disable=not progress, leave=False)
 
-    def run(inputs) -> None:
+    def run(inputs, counted: bool = False) -> None:
         with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
             for x in inputs:
                 model(x)
+                if counted:
+                    bar.update()
 
     run(batches[:3])  # warm-up: kernels chosen, memory allocated
-    passes = timings(lambda: run(batches), device, repeats)
+    clock: dict = {}
+    with timed(clock, "time_passes"):
+        passes = timings(lambda: run(batches, counted=True), device, repeats)
+    bar.close()
     single = batches[0][:1]
     run([single] * 3)
     latency = timings(lambda: run([single]), device, latency_repeats)
     median = statistics.median(passes)
     return {"time_s": median, "time_s_min": min(passes), "time_s_max": max(passes),
             "time_repeats": repeats, "images": len(test_set), "batch_size": batch_size,
-            "images_per_s": len(test_set) / median, "latency_ms": 1000 * statistics.median(latency)}
+            "images_per_s": len(test_set) / median, "latency_ms": 1000 * statistics.median(latency),
+            **clock, "threads": torch.get_num_threads()}
 
 
 # ----------------------------------------------------------------------------------- memory
@@ -261,9 +329,10 @@ def device_name(device: torch.device) -> str:
 
 def profile(model: nn.Module, test_set: ImageSet, device: str | torch.device | None = None,
             batch_size: int = 256, repeats: int = 5, latency_repeats: int = 50,
-            memory: bool = True, memory_batches: int = 4) -> dict:
+            memory: bool = True, memory_batches: int = 4, progress: bool = False) -> dict:
     """Everything this module measures, as one flat record; the model is left as it was (it is
-    copied to ``device`` if it lives elsewhere)."""
+    copied to ``device`` if it lives elsewhere). ``progress`` shows a bar over the timed passes
+    (minutes on a CPU for a full test set)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     on_device = next(model.parameters()).device == device or (
         device.type == "cuda" and device.index is None and next(model.parameters()).is_cuda)
@@ -276,7 +345,7 @@ def profile(model: nn.Module, test_set: ImageSet, device: str | torch.device | N
         record.update(parameter_counts(net))
         record.update(storage_bytes(net))
         record.update(inference_time(net, test_set, device, batch_size, repeats,
-                                     latency_repeats))
+                                     latency_repeats, progress))
         if device.type == "cuda":
             record.update(gpu_memory(net, test_set, device, batch_size))
         if memory:

@@ -14,33 +14,72 @@ import math
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from .profile import contended as profile_contended
 
 METHOD_ORDER = ["Rand", "Mag", "SNIP", "GraSP", "SynFlow",
                 "IMP (2 Iters)", "IMP (3 Iters)", "IMP (4 Iters)"]
 MIB, GB = 2**20, 1e9
 
 
-def _metric(key: str, scale: float = 1.0) -> Callable[[dict], float]:
-    return lambda metrics: metrics[key] * scale if key in metrics else math.nan
+class Table(NamedTuple):
+    """One of the report's tables: its title, the value it shows from a finished record, the
+    decimals it prints, the survey's table it mirrors (if any) and, for a timing, where the clock
+    of that timing is in a record (section and :func:`sparse_survey.profile.timed` name), so that
+    a cell timed while other work shared the machine can be marked."""
+
+    title: str
+    value: Callable[[dict], float]
+    decimals: int
+    survey: str | None = None
+    clock: tuple[str, str] | None = None
 
 
-# name: (title, value from a record's metrics, decimals, the survey's table it mirrors)
-TABLES: dict[str, tuple[str, Callable[[dict], float], int, str | None]] = {
-    "accuracy": ("Top-1 test accuracy (%), final epoch", _metric("test_acc", 100), 2, "table1"),
-    "inference_time": ("Inference time on the test set (s)", _metric("time_s"), 3, "table2"),
-    "flops": ("Remaining FLOPs fraction", _metric("flops_fraction"), 4, "table3"),
-    "params": ("Remaining parameter fraction (all parameters)", _metric("remaining_fraction"),
-               4, None),
-    "cpu_memory": ("Peak CPU memory during inference, resident set (MiB)",
-                   _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "table4"),
-    "gpu_allocated": ("Peak GPU memory allocated during inference (GB)",
-                      _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "table5"),
-    "gpu_reserved": ("Peak GPU memory reserved during inference (GB)",
-                     _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "table6"),
+def _metric(key: str, scale: float = 1.0, section: str = "metrics") -> Callable[[dict], float]:
+    def value(record: dict) -> float:
+        found = record.get(section, {}).get(key)
+        return math.nan if found is None else found * scale
+
+    return value
+
+
+TABLES: dict[str, Table] = {
+    "accuracy": Table("Top-1 test accuracy (%), final epoch", _metric("test_acc", 100), 2,
+                      "table1"),
+    "inference_time": Table("Inference time on the test set (s)", _metric("time_s"), 3,
+                            "table2", clock=("metrics", "time_passes")),
+    "flops": Table("Remaining FLOPs fraction", _metric("flops_fraction"), 4, "table3"),
+    "params": Table("Remaining parameter fraction (all parameters)",
+                    _metric("remaining_fraction"), 4),
+    "cpu_memory": Table("Peak CPU memory during inference, resident set (MiB)",
+                        _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "table4"),
+    "gpu_allocated": Table("Peak GPU memory allocated during inference (GB)",
+                           _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "table5"),
+    "gpu_reserved": Table("Peak GPU memory reserved during inference (GB)",
+                          _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "table6"),
+    "prune_time": Table("Time to score and prune at initialization (s)",
+                        _metric("prune_s", section="timings"), 2, clock=("timings", "prune")),
 }
+CONTENDED, UNKNOWN = "†", "?"
+TIMING_NOTE = (f"{CONTENDED}: a run of this cell shared the machine with other work while it was "
+               "timed (its threads waited for a CPU for more than a tenth of the time), so the "
+               f"number overstates the method's cost. {UNKNOWN}: the record predates these "
+               "measurements.")
+
+
+def contended(record: dict, name: str) -> bool | None:
+    """Whether the timing that table ``name`` shows was taken while other work shared the
+    machine (None: unknown; False for tables that are not timings)."""
+    clock = TABLES[name].clock
+    if clock is None:
+        return False
+    section, phase = clock
+    return profile_contended(record.get(section, {}), phase,
+                             record.get("environment", {}).get("cpus"))
 
 
 def survey_runs(records: list[dict]) -> list[dict]:
@@ -50,16 +89,20 @@ def survey_runs(records: list[dict]) -> list[dict]:
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
-    """One row per finished record: method label, compression, seed and every table's value."""
+    """One row per finished record: method label, compression, seed, every table's value and,
+    per timing table, whether its timing was contended (column ``"<table> contended"``)."""
+    timed = [name for name, t in TABLES.items() if t.clock]
     rows = []
     for r in records:
         if r["status"] != "finished":
             continue
         row = {"label": r["label"], "compression": r["config"]["compression"],
                "seed": r["config"]["seed"]}
-        row.update({name: value(r["metrics"]) for name, (_, value, _, _) in TABLES.items()})
+        row.update({name: t.value(r) for name, t in TABLES.items()})
+        row.update({f"{name} contended": contended(r, name) for name in timed})
         rows.append(row)
-    return pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES])
+    return pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES,
+                                       *(f"{name} contended" for name in timed)])
 
 
 def label_key(label: str) -> str:
@@ -81,22 +124,36 @@ def summary(records: list[dict], name: str) -> tuple[pd.DataFrame, pd.DataFrame,
 
 
 def table(records: list[dict], name: str) -> pd.DataFrame:
-    """The formatted table: ``mean`` or ``mean ± std`` (std when two or more seeds finished)."""
+    """The formatted table: ``mean`` or ``mean ± std`` (std when two or more seeds finished);
+    for a timing, a cell is marked with :data:`CONTENDED` or :data:`UNKNOWN` (see
+    :data:`TIMING_NOTE`)."""
     mean, std, count = summary(records, name)
-    decimals = TABLES[name][2]
+    decimals = TABLES[name].decimals
+    marks = {}
+    if TABLES[name].clock:
+        flags = frame(records).groupby(["compression", "label"])[f"{name} contended"]
+        marks = {key: CONTENDED if any(v is True for v in group) else
+                 UNKNOWN if any(v is None for v in group) else "" for key, group in flags}
 
-    def cell(m, s, n) -> str:
+    def cell(c, k) -> str:
+        m, s, n = mean.at[c, k], std.at[c, k], count.at[c, k]
         if not n or (isinstance(m, float) and math.isnan(m)):
             return "n/a"
-        return f"{m:.{decimals}f}" + (f" ± {s:.{decimals}f}" if n > 1 else "")
+        return (f"{m:.{decimals}f}" + (f" ± {s:.{decimals}f}" if n > 1 else "")
+                + marks.get((c, k), ""))
 
-    return pd.DataFrame([[cell(mean.at[c, k], std.at[c, k], count.at[c, k]) for k in mean]
-                         for c in mean.index], index=mean.index, columns=mean.columns)
+    return pd.DataFrame([[cell(c, k) for k in mean] for c in mean.index], index=mean.index,
+                        columns=mean.columns)
+
+
+def uncontended(records: list[dict], name: str) -> list[dict]:
+    """The records whose timing for table ``name`` is not known to be contended."""
+    return [r for r in records if r["status"] != "finished" or contended(r, name) is not True]
 
 
 def survey_numbers(name: str) -> pd.DataFrame | None:
     """The survey's own table matching ours, as printed in the poster (None if it has none)."""
-    survey_table = TABLES[name][3]
+    survey_table = TABLES[name].survey
     if survey_table is None:
         return None
     source = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
@@ -359,15 +416,18 @@ def write_report(records: list[dict], out: str | Path, title: str,
              ""]
     survey = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
                         .read_text())
-    for name, (caption, _, decimals, survey_table) in TABLES.items():
-        lines += [f"## {caption}", "", markdown(table(records, name)), ""]
+    for name, t in TABLES.items():
+        lines += [f"## {t.title}", "", markdown(table(records, name)), ""]
+        if t.clock:
+            lines += [TIMING_NOTE, ""]
         compared = comparison(records, name)
         if compared is not None:
-            t = survey["tables"][survey_table]
-            doubtful = f"; uncertain cells: {', '.join(t['uncertain'])}" if t["uncertain"] else ""
-            lines += [f"Beside the survey's {survey_table} (the survey's numbers as transcribed "
-                      f"from its poster, unit: {t['unit']}{doubtful}; diff = ours - survey):",
-                      "", markdown(compared, decimals), ""]
+            printed = survey["tables"][t.survey]
+            doubtful = (f"; uncertain cells: {', '.join(printed['uncertain'])}"
+                        if printed["uncertain"] else "")
+            lines += [f"Beside the survey's {t.survey} (the survey's numbers as transcribed "
+                      f"from its poster, unit: {printed['unit']}{doubtful}; "
+                      "diff = ours - survey):", "", markdown(compared, t.decimals), ""]
     failures = [r for r in records if r["status"] != "finished"]
     if failures:
         lines += ["## Runs that did not finish", ""]

@@ -3,9 +3,12 @@
 One loop for every budget: :class:`Recipe` holds a training protocol's numbers, :func:`fit` runs it
 on whole-tensor :class:`~sparse_survey.data.Loader` batches and returns a per-epoch history. Masked
 weights (see :mod:`sparse_survey.masks`) are re-zeroed after every optimizer step, so momentum and
-weight decay cannot revive them. On CUDA the loop uses bf16 autocast and channels_last; on request
-it compiles the model with ``torch.compile``. A NaN or infinite loss stops the run and marks it
-diverged instead of training on garbage.
+weight decay cannot revive them. On CUDA the loop uses bf16 autocast and channels_last. On request
+it trains through ``torch.compile``; a process pays for compiling an architecture once, since
+dynamo's cache serves every later model of the same architecture (the masks are applied outside
+the forward pass, so they do not change the graph; ``tests/test_experiment.py`` counts the
+compilations of a sweep). A NaN or infinite loss stops the run and marks it diverged instead of
+training on garbage.
 """
 
 from __future__ import annotations
@@ -82,11 +85,13 @@ def default_device() -> torch.device:
 
 def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None = None,
         device: str | torch.device | None = None, seed: int = 0, compile: bool = False,
-        progress: bool = True, eval_every: int = 1, on_step=None) -> History:
+        progress: bool = True, eval_every: int = 1, on_step=None, desc: str = "train") -> History:
     """Train ``model`` in place by ``recipe`` on ``train``; evaluate on ``test`` every
     ``eval_every`` epochs and after the last. ``seed`` fixes the data order and augmentation
     (initialise the model's weights before calling). ``on_step(step, model)``, if given, is called
     after every optimizer step (step 1 is the first), e.g. to keep the weights of a rewind point.
+    ``compile=True`` trains through ``torch.compile`` (graphs specialised to the batch shape).
+    The progress bar, named ``desc``, shows the epoch, the running loss and images/s.
     Returns the per-epoch :class:`History`.
     """
     device = torch.device(device) if device is not None else default_device()
@@ -102,9 +107,9 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
                                 **({"fused": True} if cuda else {}))
     steps = len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: recipe.lr_factor(s / steps))
-    step_fn = torch.compile(model) if compile else model
+    step_fn = torch.compile(model, dynamic=False) if compile else model
     history = History()
-    bar = tqdm(total=recipe.epochs * steps, desc="train", unit="batch", disable=not progress,
+    bar = tqdm(total=recipe.epochs * steps, desc=desc, unit="batch", disable=not progress,
                leave=False)
     for epoch in range(recipe.epochs):
         model.train()
@@ -129,7 +134,8 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
             bar.update()
             if i % 50 == 0 or i == steps - 1:  # a sync: check for divergence only now and then
                 running = (loss_sum / seen).item()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
+                bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{running:.3f}",
+                                images_s=f"{seen / (time.perf_counter() - start):.0f}")
                 if not math.isfinite(running):
                     history.diverged = True
                     history.error = f"loss became {running} in epoch {epoch + 1}, step {i + 1}"

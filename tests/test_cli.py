@@ -94,7 +94,8 @@ def test_cli_sweep_then_report(tmp_path):
     common = ("--preset", "smoke", "--results", str(tmp_path / "results"))
     first = run("sweep", *common, "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"))
     assert first.returncode == 0, first.stderr
-    assert "2 still to do" in first.stdout and "done: 2 run now, 0 of them" in first.stdout
+    assert "2 still to do" in first.stdout and "done: 2 run now in" in first.stdout
+    assert "s, 0 of them diverged or failed" in first.stdout
     again = run("sweep", *common, "--grid", str(grid))
     assert "0 still to do" in again.stdout
     out = run("report", *common, "--out", str(tmp_path / "report"))
@@ -105,3 +106,19 @@ def test_cli_sweep_then_report(tmp_path):
     assert (tmp_path / "report" / "layer_density.svg").exists()
     empty = run("report", "--preset", "laptop", "--results", str(tmp_path / "none"))
     assert empty.returncode == 2 and "run a sweep first" in empty.stderr
+
+
+def test_cli_sweep_in_time_boxed_slices(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("methods: [rand, mag, snip]\ncompressions: [1]\nimp_iters: []\n")
+    common = ("sweep", "--preset", "smoke", "--grid", str(grid), "--results",
+              str(tmp_path / "results"), "--no-progress")
+    first = run(*common, "--time-budget", "0.01")
+    assert first.returncode == 0, first.stderr
+    assert "done: 1 run now" in first.stdout  # nothing to estimate from: one run starts
+    assert "left for the next call: 2 runs, about" in first.stdout
+    rest = run(*common, "--data-root", str(tmp_path / "unused, digits need none"))
+    assert rest.returncode == 0, rest.stderr
+    assert "2 still to do" in rest.stdout and "left for the next call" not in rest.stdout
+    bad = run(*common, "--time-budget", "60", "--backend", "ray")
+    assert bad.returncode == 2 and "local backend" in bad.stderr

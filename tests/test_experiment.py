@@ -2,7 +2,7 @@
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -178,13 +178,17 @@ def test_grid_from_a_yaml_file(tmp_path):
     assert len(experiment.grid_configs(experiment.load_grid("survey"), "smoke")) == 6 * 8
 
 
-def fabricated(label, method, compression, seed, accuracy, time_s, status="finished"):
+def fabricated(label, method, compression, seed, accuracy, time_s, status="finished",
+               waited_s=0.0):
     iters = int(label[5]) if method == "imp" else 1
     config = RunConfig.from_preset("smoke", method, compression, seed=seed, iters=iters)
     return {"label": label, "status": status, "key": config.key, "data": "made up",
             "config": {"compression": compression, "seed": seed},
             "metrics": {"test_acc": accuracy, "time_s": time_s, "flops_fraction": 0.5,
-                        "remaining_fraction": 0.5, "cpu_rss_peak_bytes": 2**20}}
+                        "remaining_fraction": 0.5, "cpu_rss_peak_bytes": 2**20,
+                        "time_passes_s": 5 * time_s, "time_passes_wait_s": waited_s,
+                        "time_passes_load": [0.5, 0.5]},
+            "timings": {"prune_s": time_s / 10}, "environment": {"cpus": 2}}
 
 
 def test_report_tables_match_hand_computed_means():
@@ -206,6 +210,20 @@ def test_report_tables_match_hand_computed_means():
     assert compared.at[1.0, ("Mag", "survey")] == 88.88  # the survey's table 1
     assert compared.at[1.0, ("Mag", "diff")] == pytest.approx(85.0 - 88.88)
     assert report.comparison(records, "params") is None  # the survey has no such table
+
+
+def test_time_tables_mark_contended_and_unknown_timings():
+    records = [fabricated("Mag", "mag", 1, 0, 0.8, 1.0),
+               fabricated("Mag", "mag", 1, 1, 0.8, 3.0, waited_s=2.0),  # 2 s of 15 s waiting
+               fabricated("SNIP", "snip", 1, 0, 0.8, 1.0)]
+    del records[2]["metrics"]["time_passes_wait_s"], records[2]["metrics"]["time_passes_load"]
+    timing = report.table(records, "inference_time")
+    assert timing.at[1, "Mag"] == "2.000 ± 1.414" + report.CONTENDED
+    assert timing.at[1, "SNIP"] == "1.000" + report.UNKNOWN
+    assert report.table(records, "accuracy").at[1, "Mag"] == "80.00 ± 0.00"  # no marks
+    assert [r["config"]["seed"] for r in report.uncontended(records, "inference_time")
+            if r["label"] == "Mag"] == [0]
+    assert report.table(records, "prune_time").at[1, "Mag"] == "0.20 ± 0.14" + report.UNKNOWN
 
 
 def test_records_of_an_earlier_preset_definition_are_left_out(swept, tmp_path):
@@ -257,3 +275,57 @@ def test_survey_runs_leave_out_the_controls():
                fabricated("IMP (2 Iters), random reinit", "imp", 1, 0, 0.6, 1.0)]
     records[1]["config"]["control"] = "reinit"
     assert [r["label"] for r in report.survey_runs(records)] == ["IMP (2 Iters)"]
+
+
+def test_a_compiled_sweep_compiles_the_architecture_once(tmp_path):
+    """The second run of a sweep (another method and compression, so other masks and weights)
+    reuses the graphs the first one compiled."""
+    from torch._dynamo.utils import counters
+
+    first, second = (RunConfig.from_preset("smoke", method, c, device="cpu", compile=True,
+                                           profile_repeats=1)
+                     for method, c in (("mag", 1), ("snip", 0.5)))
+    assert first.key == replace(first, compile=False).key  # how a run runs is not its identity
+    torch._dynamo.reset()  # forget what earlier tests compiled
+    store, graphs = Store(tmp_path), []
+    for config in (first, second):
+        before = counters["stats"]["unique_graphs"]
+        record = experiment.sweep([config], store, progress=False)[0]
+        assert record["status"] == "finished" and record["config"]["compile"] is True
+        graphs.append(counters["stats"]["unique_graphs"] - before)
+    assert graphs[0] >= 1 and graphs[1] == 0, f"graphs compiled per run: {graphs}"
+
+
+def test_a_time_budget_starts_no_run_that_would_end_past_it(configs, tmp_path):
+    store = Store(tmp_path)
+    first = experiment.sweep(configs, store, time_budget=0.01, progress=False)
+    assert len(first) == 1  # nothing known yet: one run starts, and it alone fills the budget
+    assert first[0]["status"] == "finished"
+    again = experiment.sweep(configs, store, time_budget=0.5 * first[0]["timings"]["total_s"],
+                             progress=False)
+    assert again == []  # the stored run says a run takes longer than that
+    rest = experiment.sweep(configs, store, time_budget=3600, progress=False)
+    assert len(rest) == 3 and all(store.done(c) for c in configs)
+    with pytest.raises(ValueError, match="local backend"):
+        experiment.sweep(configs, store, backend="ray", time_budget=60, progress=False)
+
+
+def timed_record(method, seconds, iters=1, control=None, status="finished"):
+    config = RunConfig.from_preset("smoke", method, 1, iters=iters, control=control)
+    return {"status": status, "config": asdict(config),
+            "timings": {"total_s": seconds}}
+
+
+def test_run_time_estimates_by_kind_then_by_training():
+    snip = RunConfig.from_preset("smoke", "snip", 2)
+    imp3 = RunConfig.from_preset("smoke", "imp", 2, iters=3)
+    this_call = [timed_record("snip", 10), timed_record("snip", 30), timed_record("snip", 12),
+                 timed_record("snip", 999, status="failed")]
+    stored = [timed_record("snip", 100), timed_record("imp", 40, iters=2)]
+    assert experiment.estimate_seconds(snip, this_call, stored) == 12  # median, same kind
+    assert experiment.estimate_seconds(snip, [], stored) == 100
+    assert experiment.estimate_seconds(imp3, this_call, stored) == 4 * 12  # 3 rounds + dense
+    assert experiment.estimate_seconds(imp3, [], stored[:1]) == 4 * 100
+    assert experiment.estimate_seconds(imp3, [], []) is None
+    assert experiment.trainings(asdict(
+        RunConfig.from_preset("smoke", "imp", 1, iters=2, control="reinit"))) == 4

@@ -2,6 +2,10 @@
 
 import copy
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -99,3 +103,38 @@ def test_gpu_memory_fields_on_cuda(digits):
     record = profile.profile(model, digits[1], "cuda", repeats=2, latency_repeats=3,
                              memory=False)
     assert record["gpu_peak_reserved_bytes"] >= record["gpu_peak_allocated_bytes"] > 0
+
+
+def spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_timed_sees_other_processes_take_the_cpu():
+    """A busy loop timed alone waits little for a CPU; beside two busy processes per core it
+    waits most of its wall time, and :func:`profile.contended` says so."""
+    alone: dict = {}
+    with profile.timed(alone, "spin"):
+        spin(0.5)
+    assert alone["spin_s"] >= 0.5 and alone["spin_cpu_s"] > 0.3
+    assert len(alone["spin_load"]) == 2 and profile.contended(alone, "spin") is False
+    rivals = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+              for _ in range(2 * (os.cpu_count() or 1))]
+    try:
+        time.sleep(0.3)
+        shared: dict = {}
+        with profile.timed(shared, "spin"):
+            spin(1.0)
+    finally:
+        for rival in rivals:
+            rival.kill()
+    assert shared["spin_wait_s"] > 0.3 and profile.contended(shared, "spin") is True
+
+
+def test_contended_reads_waiting_first_then_load_and_knows_old_records():
+    assert profile.contended({"x_s": 10, "x_wait_s": 0.5, "x_load": [9, 9]}, "x") is False
+    assert profile.contended({"x_s": 10, "x_wait_s": 2.0, "x_load": [0, 0]}, "x") is True
+    assert profile.contended({"x_s": 10, "x_wait_s": None, "x_load": [1, 3]}, "x", cpus=2)
+    assert not profile.contended({"x_s": 10, "x_wait_s": None, "x_load": [1, 2]}, "x", cpus=2)
+    assert profile.contended({"x_s": 10}, "x") is None  # made before these were measured
