@@ -1,25 +1,36 @@
-"""Benchmarks that print figures (nothing here asserts a speed).
+"""Benchmarks that print figures (nothing here asserts a speed) and store them.
 
-``bench prune`` times each method's scoring (one round) and its full pruning to compression 1
-(with the method's default number of rounds: 100 for SynFlow) on VGG16, on the CPU and on a GPU
-when one is available, with one batch of 128 random CIFAR-shaped inputs for SNIP and GraSP.
+``bench train`` measures training images/s on the same images, in one process: a plain baseline
+written the common way (a torchvision ``DataLoader`` over PIL images with CPU transforms: random
+crop with 4-pixel padding, horizontal flip, ``ToTensor``, ``Normalize``; fp32, batch 128), and this
+project's loop (:func:`sparse_survey.train.fit`: the whole data set on the device, augmentation
+there in batches; bf16 and channels_last on CUDA) eager and compiled, at batch 128 and 512. Each
+figure is also given as a fraction of the device's peak: the achieved training FLOP/s (the
+model's forward multiply-accumulates per image x 2 FLOPs x 3, forward plus backward) over the
+FLOP/s of a large matrix product measured on the spot, and over the datasheet's dense bf16 peak
+for the GPUs named in :data:`DATASHEET_BF16_FLOPS`.
+
+``bench prune`` times each method's scoring (one round) and its full pruning (its default
+rounds: 100 for SynFlow) at compressions 0.05, 1 and 2 side by side, on the CPU and on a GPU when
+one is available, with one batch of 128 random CIFAR-shaped inputs for SNIP and GraSP.
 
 ``bench sparse`` times a pruned model's forward pass as a masked dense model (the normal kernels)
 and with CSR sparse kernels (:mod:`sparse_survey.sparse`), at each compression, at batch 1
 (latency) and at a larger batch (throughput), and names the density below which sparse pays.
 
-``bench train`` measures training images/s of this project's loop (:func:`sparse_survey.train.fit`:
-the whole data set on the device, augmentation there in batches) against a plain baseline written
-the common way: a torchvision ``DataLoader`` over PIL images with CPU transforms (random crop with
-4-pixel padding, horizontal flip, ``ToTensor``, ``Normalize``), fp32, batch 128. Both train the
-same freshly initialised model on the same images in the same process.
+``bench train`` and ``bench prune`` store their figures as JSON under ``results/bench/``, named
+after the benchmark, the model and the device, with each timing's CPU time, waiting and load (see
+:func:`sparse_survey.profile.timed`) and whether other work shared the machine.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -27,9 +38,25 @@ from torch.nn import functional as F
 
 from . import data as datasets
 from . import models, pruners
-from .profile import timings
+from .experiment import environment, write_json
+from .profile import contended, device_name, flops, timed, timings
 from .sparse import sparsify
 from .train import Recipe, default_device, fit
+
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s, without sparsity), by a part of
+# the name torch.cuda.get_device_name gives.
+DATASHEET_BF16_FLOPS = {"H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.5e12, "H200": 989.4e12,
+                        "A100": 312e12}
+
+
+def device_slug(device: torch.device) -> str:
+    """The device's name as a file-name part, e.g. ``nvidia-h100-80gb-hbm3``."""
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-") or device.type
+
+
+def save(record: dict, out: str | os.PathLike, name: str) -> Path:
+    """Write a benchmark's record to ``out/<name>.json`` (atomically) and return the path."""
+    return write_json(Path(out) / f"{name}.json", record)
 
 
 class PILImages(torch.utils.data.Dataset):
@@ -38,7 +65,10 @@ class PILImages(torch.utils.data.Dataset):
     def __init__(self, data: datasets.ImageSet, transform):
         from PIL import Image
 
-        self.images = [Image.fromarray(x) for x in data.images.permute(0, 2, 3, 1).numpy()]
+        pixels = data.images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+        if pixels.shape[-1] == 1:  # PIL takes grey images as (H, W)
+            pixels = pixels[..., 0]
+        self.images = [Image.fromarray(x) for x in pixels]
         self.labels = data.labels.tolist()
         self.transform = transform
 
@@ -50,8 +80,10 @@ class PILImages(torch.utils.data.Dataset):
 
 
 def baseline_images_per_s(model: nn.Module, data: datasets.ImageSet, device: torch.device,
-                          batch_size: int = 128, workers: int = 2, warmup: int = 5) -> float:
-    """Train one epoch the common way and return images/s over all but the warm-up batches."""
+                          batch_size: int = 128, workers: int = 2, warmup: int = 5,
+                          epochs: int = 1) -> float:
+    """Train ``epochs`` epochs the common way and return images/s over all but the first
+    ``warmup`` batches."""
     from torchvision import transforms
 
     transform = transforms.Compose([
@@ -65,83 +97,140 @@ def baseline_images_per_s(model: nn.Module, data: datasets.ImageSet, device: tor
                                          pin_memory=device.type == "cuda")
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    seen, start = 0, None
-    for i, (x, y) in enumerate(loader):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            seen, start = 0, time.perf_counter()
-        x, y = x.to(device), y.to(device)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        seen += len(y)
+    seen, start, step = 0, None, 0
+    for _ in range(epochs):
+        for x, y in loader:
+            if step == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                seen, start = 0, time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+            step += 1
+    if start is None:
+        raise ValueError(f"{step} baseline batches are too few to measure after {warmup} warm-up "
+                         "batches: give more images")
     if device.type == "cuda":
         torch.cuda.synchronize()
     return seen / (time.perf_counter() - start)
 
 
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = None,
+                 repeats: int = 10) -> float:
+    """FLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` on ``device`` (median of
+    ``repeats``): the peak that this device reaches in practice."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b  # warm-up
+    return 2 * n**3 / statistics.median(timings(lambda: a @ b, device, repeats))
+
+
 def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: str = "cifar10",
-                data_root=None, images: int | None = None, batch_size: int | None = None,
-                device: str | None = None, compile: bool = False, seed: int = 0) -> dict:
-    """Measure both loops and print a small table; returns the figures."""
+                data_root=None, images: int | None = None,
+                batch_sizes: tuple[int, ...] = (128, 512), device: str | None = None,
+                compiled: tuple[bool, ...] = (False, True), seed: int = 0) -> dict:
+    """Measure the baseline and this loop (eager and compiled, at each batch size) on the same
+    images; print a table and return the record."""
     device = torch.device(device) if device else default_device()
     cuda = device.type == "cuda"
     width = width if width is not None else (1.0 if cuda else 0.25)
-    batch_size = batch_size or (512 if cuda else 128)
     images = images or (50_000 if cuda else 10_000)
     train, _ = datasets.load(dataset, data_root, limit_per_class=max(1, images // 10))
+    if max(batch_sizes) > len(train):
+        raise ValueError(f"batch size {max(batch_sizes)} exceeds the {len(train)} images")
+    epochs = math.ceil(images / len(train))  # small sets: several epochs make one measurement
 
     def fresh() -> nn.Module:
         torch.manual_seed(seed)
         c, h, _ = train.shape
         return models.build(model_name, len(train.classes), c, width, image_size=h)
 
+    macs = flops(fresh(), train.shape)["macs_dense"]
+    train_flops = 3 * 2 * macs  # forward + backward (about twice the forward), 2 FLOPs a MAC
+    peak_dtype = torch.bfloat16 if cuda else torch.float32
+    peak = matmul_flops(device, peak_dtype)
+    name = device_name(device)
+    datasheet = next((v for k, v in DATASHEET_BF16_FLOPS.items() if k in name), None)
+    rows = []
+
+    def add(loop: str, setup: str, batch: int, images_per_s: float, clock: dict) -> None:
+        achieved = images_per_s * train_flops
+        rows.append({"loop": loop, "setup": setup, "batch_size": batch,
+                     "images_per_s": images_per_s, "fraction_of_peak": achieved / peak,
+                     "fraction_of_datasheet_peak": achieved / datasheet if datasheet else None,
+                     **clock,  # the baseline's own loader workers take CPU from it: no verdict
+                     "contended": None if loop == "baseline" else contended(clock, "measure")})
+
     workers = min(2, os.cpu_count() or 1)
-    baseline = baseline_images_per_s(fresh(), train, device, workers=workers)
-    recipe = Recipe(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4,
-                    schedule="constant")
-    model = fresh()
-    fit(model, train.per_class(max(1, 8 * batch_size // 10)), recipe, device=device,
-        compile=compile, progress=False)  # warm-up (and compilation)
-    ours = fit(model, train, recipe, device=device, seed=seed + 1, compile=compile,
-               progress=False).final["images_per_s"]
-    figures = {"model": model_name, "width": width, "device": str(device),
-               "images": len(train), "baseline_images_per_s": baseline,
-               "baseline_setup": f"DataLoader, {workers} workers, CPU transforms, fp32, batch 128",
-               "ours_images_per_s": ours,
-               "ours_setup": f"data on device, batch {batch_size}"
-                             + (", bf16, channels_last" if cuda else ", fp32")
-                             + (", torch.compile" if compile else ""),
-               "ratio": ours / baseline}
-    print(f"training throughput, {model_name} width {width} on {device}, {len(train)} images")
-    print(f"  baseline  {baseline:10.0f} images/s   ({figures['baseline_setup']})")
-    print(f"  this loop {ours:10.0f} images/s   ({figures['ours_setup']})")
-    print(f"  ratio     {figures['ratio']:10.2f}x")
-    return figures
+    clock: dict = {}
+    with timed(clock, "measure"):
+        baseline = baseline_images_per_s(fresh(), train, device, workers=workers,
+                                         epochs=epochs)
+    add("baseline", f"DataLoader, {workers} workers, CPU transforms, fp32", 128, baseline, clock)
+    for compile in compiled:
+        for batch in batch_sizes:
+            recipe = Recipe(epochs=epochs, batch_size=batch, lr=0.05, weight_decay=5e-4,
+                            schedule="constant")
+            model = fresh()
+            warm = train.per_class(max(1, 3 * batch // len(train.classes)))
+            fit(model, warm, Recipe(epochs=1, batch_size=batch, lr=0.05, schedule="constant"),
+                device=device, compile=compile, progress=False)  # warm-up (and compilation)
+            clock = {}
+            with timed(clock, "measure"):
+                history = fit(model, train, recipe, device=device, seed=seed + 1,
+                              compile=compile, progress=False)
+            seen = sum(e["images_per_s"] * e["seconds"] for e in history.epochs)
+            setup = ("bf16, channels_last" if cuda else "fp32") + (", torch.compile"
+                                                                   if compile else "")
+            add("compiled" if compile else "eager", f"data on device, {setup}", batch,
+                seen / sum(e["seconds"] for e in history.epochs), clock)
+    record = {"benchmark": "train", "model": model_name, "width": width, "data": train.name,
+              "images": len(train), "epochs": epochs, "device": str(device), "device_name": name,
+              "macs_per_image": macs, "train_flops_per_image": train_flops,
+              "peak_flops_measured": peak, "peak_dtype": str(peak_dtype).removeprefix("torch."),
+              "peak_flops_datasheet_bf16": datasheet, "rows": rows,
+              "environment": environment(device)}
+    print(f"training throughput: {model_name} width {width:g} on {train.name}, {len(train)} "
+          f"images x {epochs} epoch(s), {name}")
+    print(f"forward {macs / 1e6:.4g} M MACs per image, training about 3x: "
+          f"{train_flops / 1e9:.4g} GFLOP per image; a {record['peak_dtype']} matrix product "
+          f"reaches {peak / 1e12:.3g} TFLOP/s here"
+          + (f" (datasheet bf16 peak {datasheet / 1e12:.0f} TFLOP/s)" if datasheet else ""))
+    print(f"{'loop':9} {'batch':>5} {'images/s':>10} {'x baseline':>10} {'% of peak':>9}  setup")
+    for row in rows:
+        flag = "  (machine shared: timing contended)" if row["contended"] else ""
+        print(f"{row['loop']:9} {row['batch_size']:5d} {row['images_per_s']:10.0f} "
+              f"{row['images_per_s'] / baseline:10.2f} {100 * row['fraction_of_peak']:8.1f}%  "
+              f"{row['setup']}{flag}")
+    return record
 
 
-def _timed(device: torch.device, fn, *args, **kwargs) -> float:
-    """Seconds that ``fn(*args, **kwargs)`` takes, the device synchronised on both ends."""
+def _synchronized(device: torch.device, fn, *args, **kwargs) -> None:
+    """Call ``fn(*args, **kwargs)`` with the device synchronised on both ends, so that a timer
+    around the call sees all of its work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
     fn(*args, **kwargs)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
-def bench_prune(model_name: str = "vgg16", width: float = 1.0, compression: float = 1.0,
-                devices: list[str] | None = None, batch_size: int = 128) -> list[dict]:
-    """Time scoring and pruning of every method on each device; print a table."""
+def bench_prune(model_name: str = "vgg16", width: float = 1.0,
+                compressions: tuple[float, ...] = (0.05, 1, 2), devices: list[str] | None = None,
+                batch_size: int = 128) -> dict:
+    """Time scoring and pruning of every method at each compression on each device; print a
+    table and return the record."""
     if devices is None:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
-    print(f"pruning {model_name} (width {width}) to compression {compression}; "
-          f"SNIP and GraSP on one batch of {batch_size} random 3x32x32 inputs")
-    print(f"{'device':8} {'method':8} {'score (1 round)':>16} {'rounds':>7} {'prune':>10}")
+    print(f"pruning {model_name} (width {width}); SNIP and GraSP on one batch of {batch_size} "
+          "random 3x32x32 inputs; seconds (* = the machine was shared: timing contended)")
+    print(f"{'device':8} {'method':8} {'score (1 round)':>16} {'rounds':>7} "
+          + " ".join(f"{'prune c=' + format(c, 'g'):>13}" for c in compressions))
     for name in devices:
         device = torch.device(name)
         g = torch.Generator().manual_seed(0)
@@ -151,14 +240,24 @@ def bench_prune(model_name: str = "vgg16", width: float = 1.0, compression: floa
             torch.manual_seed(0)
             model = models.build(model_name, width=width).to(device)
             pruners.score(model, method, batches, seed=0)  # warm-up
-            scoring = _timed(device, pruners.score, model, method, batches, seed=0)
-            rounds = pruners.DEFAULT_ITERATIONS.get(method, 1)
-            pruning = _timed(device, pruners.prune, model, method, compression, batches, seed=0)
-            rows.append({"device": str(device), "method": method, "score_s": scoring,
-                         "rounds": rounds, "prune_s": pruning})
-            print(f"{str(device):8} {method:8} {scoring:15.3f}s {rounds:7d} {pruning:9.2f}s",
-                  flush=True)
-    return rows
+            row = {"device": str(device), "device_name": device_name(device), "method": method,
+                   "rounds": pruners.DEFAULT_ITERATIONS.get(method, 1)}
+            with timed(row, "score"):
+                _synchronized(device, pruners.score, model, method, batches, seed=0)
+            for c in compressions:
+                torch.manual_seed(0)
+                model = models.build(model_name, width=width).to(device)
+                with timed(row, f"prune_c{c:g}"):
+                    _synchronized(device, pruners.prune, model, method, c, batches, seed=0)
+            rows.append(row)
+            cells = [f"{row[f'prune_c{c:g}_s']:12.2f}"
+                     + ("*" if contended(row, f"prune_c{c:g}") else "s") for c in compressions]
+            print(f"{str(device):8} {method:8} {row['score_s']:15.3f}"
+                  + ("*" if contended(row, "score") else "s")
+                  + f" {row['rounds']:7d} " + " ".join(cells), flush=True)
+    return {"benchmark": "prune", "model": model_name, "width": width,
+            "compressions": list(compressions), "batch_size": batch_size, "rows": rows,
+            "environment": environment(torch.device(devices[-1]))}
 
 
 @torch.inference_mode()
