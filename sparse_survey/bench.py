@@ -8,7 +8,9 @@ there in batches; bf16 and channels_last on CUDA) eager and compiled, at batch 1
 figure is also given as a fraction of the device's peak: the achieved training FLOP/s (the
 model's forward multiply-accumulates per image x 2 FLOPs x 3, forward plus backward) over the
 FLOP/s of a large matrix product measured on the spot, and over the datasheet's dense bf16 peak
-for the GPUs named in :data:`DATASHEET_BF16_FLOPS`.
+for the GPUs named in :data:`DATASHEET_BF16_FLOPS`. The FLOPs are those of direct convolution;
+libraries that convolve with fewer multiplications (Winograd) can pass 100 % of the matrix-product
+peak, as this project's loop does on its 2-core CPU.
 
 ``bench prune`` times each method's scoring (one round) and its full pruning (its default
 rounds: 100 for SynFlow) at compressions 0.05, 1 and 2 side by side, on the CPU and on a GPU when

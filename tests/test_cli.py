@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -122,3 +123,16 @@ def test_cli_sweep_in_time_boxed_slices(tmp_path):
     assert "2 still to do" in rest.stdout and "left for the next call" not in rest.stdout
     bad = run(*common, "--time-budget", "60", "--backend", "ray")
     assert bad.returncode == 2 and "local backend" in bad.stderr
+
+
+def test_cli_bench_train_on_one_channel_digits_prints_and_stores_the_loops(tmp_path):
+    out = run("bench", "train", "--dataset", "digits", "--model", "mlp", "--no-compile",
+              "--images", "2000", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    loops = [line.split()[:2] for line in out.stdout.splitlines()
+             if line.split()[:1] in (["baseline"], ["eager"])]
+    assert loops == [["baseline", "128"], ["eager", "128"], ["eager", "512"]]
+    stored = json.loads(next(tmp_path.glob("train-mlp-*.json")).read_text())
+    assert [row["loop"] for row in stored["rows"]] == ["baseline", "eager", "eager"]
+    assert all(row["images_per_s"] > 0 and row["fraction_of_peak"] > 0 for row in stored["rows"])
+    assert stored["macs_per_image"] == 64 * 75 + 75 * 25 + 25 * 10  # the width-1/4 MLP
