@@ -31,7 +31,7 @@ def add_model_options(p: argparse.ArgumentParser, model: str = "vgg16") -> None:
     p.add_argument("--width", type=float, default=1.0,
                    help="channel width multiplier (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
-    p.add_argument("--device", default=None,
+    p.add_argument("--device", default=None, type=device_arg,
                    help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
 
@@ -78,7 +78,22 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
 def recipe_from(args: argparse.Namespace) -> Recipe:
     return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   momentum=args.momentum, weight_decay=args.weight_decay,
-                  schedule=args.schedule, milestones=(args.epochs // 2, args.epochs * 3 // 4))
+                  schedule=args.schedule, milestones=(args.epochs / 2, args.epochs * 3 / 4))
+
+
+def device_arg(text: str) -> str:
+    """A torch device this machine has (an argparse type: a bad one is a usage error)."""
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, "
+                                         "cuda:1)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA GPU(s) "
+                                             "that torch can use")
+    return text
 
 
 def rewind_point(text: str) -> str | int:
@@ -152,8 +167,9 @@ def parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser(
         "sweep", help="run a grid of configurations into the results store",
-        description="Run every configuration of a grid at a preset that has no stored record "
-                    "yet (finished, diverged or failed runs are all kept), with a progress bar.")
+        description="Run every configuration of a grid at a preset that is not done yet "
+                    "(finished and diverged runs are kept; failed runs and broken records are run "
+                    "again), with a progress bar. Exits 1 when a run failed.")
     sweep.add_argument("--preset", required=True, choices=PRESETS, help="training budget")
     sweep.add_argument("--grid", default="survey",
                        help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
@@ -166,7 +182,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--address", default=None,
                        help="Ray cluster address (default: start a local Ray instance)")
     sweep.add_argument("--results", default="results", help="store root (default: %(default)s)")
-    sweep.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    sweep.add_argument("--device", default=None, type=device_arg,
+                       help="torch device (default: cuda if any)")
     sweep.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="train through torch.compile, compiled once per architecture "
                             "(default: on CUDA only)")
@@ -176,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data-root", default=None,
                        help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA, then a download)")
     sweep.add_argument("--cache-dir", default=None, help="IMP dense runs and checkpoints")
+    sweep.add_argument("--retry-diverged", action="store_true",
+                       help="run diverged runs again too (failed runs always are)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     report = commands.add_parser(
@@ -207,7 +226,8 @@ def parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--no-compile", action="store_true",
                              help="measure this loop eager only (compiling takes minutes on a "
                                   "CPU)")
-    bench_train.add_argument("--device", default=None, help="torch device (default: cuda if any)")
+    bench_train.add_argument("--device", default=None, type=device_arg,
+                             help="torch device (default: cuda if any)")
     bench_train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
                              help="data set (default: %(default)s)")
     bench_train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
@@ -221,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     add_bench_model_options(bench_prune)
     bench_prune.add_argument("--compression", type=float, action="append", default=None,
                              help="compression to prune to, repeatable (default: 0.05, 1 and 2)")
-    bench_prune.add_argument("--device", action="append", default=None,
+    bench_prune.add_argument("--device", action="append", default=None, type=device_arg,
                              help="device to time on, repeatable (default: cpu, and cuda if any)")
     bench_prune.add_argument("--out", default="results/bench",
                              help="folder of the stored record (default: %(default)s)")
@@ -237,7 +257,8 @@ def parser() -> argparse.ArgumentParser:
                               help="batch size, repeatable (default: 1 and 64)")
     bench_sparse.add_argument("--repeats", type=int, default=5,
                               help="timed passes per measurement (default: %(default)s)")
-    bench_sparse.add_argument("--device", default="cpu", help="device (default: %(default)s)")
+    bench_sparse.add_argument("--device", default="cpu", type=device_arg,
+                              help="device (default: %(default)s)")
     return top
 
 
@@ -357,6 +378,7 @@ def run_profile(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from .experiment import Store, estimate_seconds, grid_configs, load_grid, past_runs, sweep
+    from .report import first_line
 
     grid = load_grid(args.grid)
     seeds = list(range(args.seeds)) if args.seeds is not None else None
@@ -369,13 +391,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     records = sweep(configs, store, args.backend, args.address, args.cache_dir,
                     progress=not args.no_progress, time_budget=args.time_budget,
-                    data_root=args.data_root)
+                    data_root=args.data_root, retry_diverged=args.retry_diverged)
     bad = [r for r in records if r["status"] != "finished"]
     print(f"done: {len(records)} run now in {time.perf_counter() - start:.0f} s, {len(bad)} of "
           "them diverged or failed")
     for r in bad:
         print(f"  {r['label']} c={r['config']['compression']:g} seed {r['config']['seed']}: "
-              f"{r['status']}: {(r['error'] or '').strip().splitlines()[-1]}")
+              f"{r['status']}: {first_line(r['error'])}")
     left = [c for c in configs if not store.done(c)]
     if left:
         past = past_runs(store, left)
@@ -384,17 +406,26 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"left for the next call: {len(left)} runs, about {sum(known) / 60:.1f} minutes "
               f"on this device{'' if len(known) == len(left) else ' (some not estimated)'}; "
               "run the same command again to continue")
-    return 0
+    failed = sum(r["status"] == "failed" for r in records)
+    if failed:
+        print(f"{failed} run(s) failed: their records keep the traceback; fix the cause and run "
+              "the same command again to retry them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_report(args: argparse.Namespace) -> int:
     from .experiment import Store
     from .report import write_report
 
-    records = Store(args.results).records(args.preset)
-    if not records:
-        print(f"error: no records in {args.results}/{args.preset}; run a sweep first",
-              file=sys.stderr)
+    store = Store(args.results)
+    records = store.records(args.preset)
+    if not any(r["status"] == "finished" for r in records):
+        stale = len(store.records(args.preset, stale=True)) - len(records)
+        why = (f"{stale} record(s) there were made under an earlier definition of the preset "
+               "(its model, data or recipe changed since); run the sweep again" if stale else
+               f"{len(records)} record(s) there, none finished; run a sweep first")
+        print(f"error: no finished runs of preset {args.preset} in {store.root / args.preset}: "
+              f"{why}", file=sys.stderr)
         return 2
     out = args.out or f"reports/{args.preset}"
     path = write_report(records, out, f"Results at the {args.preset} preset",
@@ -431,6 +462,6 @@ def main(argv: list[str] | None = None) -> int:
                     "profile": run_profile, "sweep": run_sweep, "report": run_report,
                     "bench": run_bench}
         return commands[args.command](args)
-    except (datasets.DataNotFoundError, ValueError, FloatingPointError) as error:
+    except (OSError, ValueError, FloatingPointError) as error:  # missing or damaged data too
         print(f"error: {error}", file=sys.stderr)
         return 2

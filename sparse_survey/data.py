@@ -25,7 +25,9 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -35,6 +37,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 from tqdm import tqdm
+
+from .files import atomic_write, remove_stale_temporaries
 
 DATASETS = ("cifar10", "digits")
 SHAPES = {"cifar10": (3, 32, 32), "digits": (1, 8, 8)}  # one image: (channels, height, width)
@@ -46,6 +50,11 @@ CIFAR10_ARCHIVES = ("cifar10-jpeg.zip", "cifar10-jpeg.tar.gz", "cifar10.zip", "c
 
 class DataNotFoundError(FileNotFoundError):
     """Raised when a dataset is neither on disk nor downloadable; says where it looked."""
+
+
+class DataError(ValueError):
+    """Raised when data is there but damaged (a truncated archive, a bad checksum, an image that
+    does not decode); names the file."""
 
 
 @dataclass(frozen=True)
@@ -209,21 +218,58 @@ def _torchvision_cifar10(root: Path, download: bool) -> tuple[ImageSet, ImageSet
 
 
 def _image_folder_cached(source: Path, cache_dir=None) -> tuple[ImageSet, ImageSet]:
-    """Decode an ImageFolder tree (folder or archive) once; later loads read the cached arrays."""
-    stat = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    cache = Path(cache_dir or default_cache_dir()) / f"{_stem(source)}-{key[:12]}.npz"
-    if not cache.exists():
+    """Decode an ImageFolder tree (folder or archive) once; later loads read the cached arrays.
+    A damaged cache file is decoded again (with a warning naming it); where the cache cannot be
+    written, the data is used uncached (with a warning)."""
+    cache = Path(cache_dir or default_cache_dir()) / f"{_stem(source)}-{_fingerprint(source)}.npz"
+    remove_stale_temporaries(cache)
+    arrays = _read_cache(cache)
+    if arrays is None:
         arrays = decode_image_folder(source)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache)  # atomic: a killed decode leaves no half cache
-    with np.load(cache) as z:
-        a = {k: z[k] for k in z.files}
+        try:
+            atomic_write(cache, lambda tmp: _write_arrays(tmp, arrays))
+        except OSError as error:
+            warnings.warn(f"cannot write the decoded-image cache {cache} ({error}); going on "
+                          "without it, so the next load decodes again", stacklevel=3)
     name = "CIFAR-10 (JPEG q75)" if "jpeg" in source.name.lower() else f"CIFAR-10 ({source.name})"
-    return _pair(name, a["classes"].tolist(), a["train_x"], a["train_y"], a["test_x"],
-                 a["test_y"], stats=(a["mean"], a["std"]))
+    return _pair(name, arrays["classes"].tolist(), arrays["train_x"], arrays["train_y"],
+                 arrays["test_x"], arrays["test_y"], stats=(arrays["mean"], arrays["std"]))
+
+
+CACHED_ARRAYS = ("classes", "train_x", "train_y", "test_x", "test_y", "mean", "std")
+
+
+def _fingerprint(source: Path) -> str:
+    """A digest of what the decoded arrays depend on: the source's path and, for an archive, its
+    size and modification time; for a folder, those of every file below it (so that images added
+    under ``train/<class>/`` are seen)."""
+    digest = hashlib.sha1(str(source.resolve()).encode())
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    for path in files:
+        stat = path.stat()
+        name = str(path.relative_to(source)) if path != source else ""
+        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
+
+
+def _read_cache(cache: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when there is no cache file or it is damaged (then it is
+    removed, with a warning naming it)."""
+    if not cache.exists():
+        return None
+    try:
+        with np.load(cache) as z:
+            return {k: z[k] for k in CACHED_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"the decoded-image cache {cache} is damaged ({error!r}); decoding the "
+                      "images again", stacklevel=4)
+        cache.unlink(missing_ok=True)
+        return None
+
+
+def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, **arrays)
 
 
 def _stem(path: Path) -> str:
@@ -241,18 +287,27 @@ def decode_image_folder(source: Path) -> dict[str, np.ndarray]:
     """
     from PIL import Image
 
-    files = sorted(tqdm(_image_files(source), desc=f"reading {source.name}", unit=" images",
-                        leave=False))
+    try:
+        files = sorted(tqdm(_image_files(source), desc=f"reading {source.name}",
+                            unit=" images", leave=False))
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise DataError(f"{source} is damaged or truncated ({error}); copy or download it "
+                        "again") from error
     if not files:
         raise DataNotFoundError(f"{source} holds no images in train/<class>/ and test/<class>/")
     classes = sorted({c for _, c, _, _ in files})
 
-    def decode(blob: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(blob)) as im:
-            return np.asarray(im.convert("RGB"))
+    def decode(file: tuple[str, str, str, bytes]) -> np.ndarray:
+        split, label, name, blob = file
+        try:
+            with Image.open(io.BytesIO(blob)) as im:
+                return np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as error:  # PIL: unidentified or truncated image
+            raise DataError(f"{split}/{label}/{name} in {source} is not a readable image "
+                            f"({error})") from error
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # Pillow releases the GIL while decoding
-        pixels = list(tqdm(pool.map(decode, (blob for *_, blob in files)), total=len(files),
+        pixels = list(tqdm(pool.map(decode, files), total=len(files),
                            desc=f"decoding {source.name} (once; cached)", unit=" images",
                            leave=False))
     shapes = {p.shape for p in pixels}
@@ -295,7 +350,8 @@ def _image_files(source: Path) -> Iterator[tuple[str, str, str, bytes]]:
                 if member.isfile() and (key := parse(member.name)):
                     yield (*key, tar.extractfile(member).read())
     else:
-        raise DataNotFoundError(f"{source} is neither a folder nor a zip or tar archive")
+        raise DataNotFoundError(f"{source} is neither a folder nor a readable zip or tar archive "
+                                "(a truncated download is neither)")
 
 
 # ----------------------------------------------------------------------------------------- loader

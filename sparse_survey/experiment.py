@@ -42,12 +42,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -58,6 +62,7 @@ from tqdm import tqdm
 from . import __version__, lottery, masks, models, pruners
 from . import data as datasets
 from .data import Loader
+from .files import atomic_write
 from .profile import device_name, profile, timed
 from .train import Recipe, default_device, fit
 
@@ -133,6 +138,11 @@ class RunConfig:
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
         pruners.density_of(self.compression)  # raises for a negative or NaN compression
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"not a torch device: {self.device!r}") from error
 
     @classmethod
     def from_preset(cls, preset: str, method: str, compression: float, **overrides) -> RunConfig:
@@ -146,9 +156,11 @@ class RunConfig:
 
     @property
     def key(self) -> str:
-        """The hash that names the run's file (where and how it ran excluded)."""
+        """The hash that names the run's file: of the config's canonical JSON (see
+        :func:`canonical`), where and how it ran excluded."""
         identity = {k: v for k, v in asdict(self).items() if k not in EXECUTION}
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        text = json.dumps(canonical(identity), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def torch_device(self) -> torch.device:
@@ -167,6 +179,19 @@ class RunConfig:
         return f"{label}, {lottery.CONTROLS[self.control]}" if self.control else label
 
 
+def canonical(value):
+    """``value`` with every float that is a whole number written as an int, in nested dicts and
+    lists too, as canonical JSON writes numbers (RFC 8785): so compression ``1`` and ``1.0``, or
+    width ``1`` and ``1.0``, name the same run."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
 def config_from_dict(d: dict) -> RunConfig:
     """The :class:`RunConfig` of a stored record's ``"config"`` (to rerun or vary it)."""
     return RunConfig(**{**d, "recipe": Recipe(**{**d["recipe"],
@@ -180,21 +205,29 @@ def run(config: RunConfig, cache_dir=None, progress: bool = False, data_root=Non
 
     ``data_root`` says where CIFAR-10 is (default: ``$SPARSE_SURVEY_DATA``, then a download).
     Never raises for a bad run: a diverged run (NaN or infinite loss) gets ``status="diverged"``,
-    any other error ``status="failed"``, each with its message, so a sweep can go on. Each phase
-    (prune, train, profile, and the total) records its wall and CPU time, waiting and load (see
-    :func:`sparse_survey.profile.timed`)."""
+    any other error ``status="failed"``, each with its message (``error``) and, when failed, its
+    ``traceback``, so a sweep can go on. Warnings raised during the run (e.g. a pruning that
+    empties a layer) are kept in ``warnings``. Each phase (prune, train, profile, and the total)
+    records its wall and CPU time, waiting and load (see :func:`sparse_survey.profile.timed`)."""
     timings: dict = {}
     record = {"schema": SCHEMA, "key": config.key, "config": asdict(config),
               "label": config.label, "status": "running", "error": None,
               "environment": environment(config.torch_device)}
-    with timed(timings, "total"):
+    with timed(timings, "total"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             record.update(_run(config, cache_dir, progress, data_root, timings))
         except FloatingPointError as error:
             record.update(status="diverged", error=str(error))
         except Exception as error:  # stored, not raised: one bad cell must not end a sweep
-            record.update(status="failed",
-                          error="".join(traceback.format_exception(error))[-4000:])
+            record.update(status="failed", error=f"{type(error).__name__}: {error}",
+                          traceback="".join(traceback.format_exception(error))[-4000:])
+    for warning in caught:  # kept in the record, and shown as usual
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
+    package = Path(__file__).parent  # the package's own warnings, not its libraries' notices
+    record["warnings"] = sorted({str(w.message) for w in caught
+                                 if Path(w.filename).is_relative_to(package)})
     record["timings"] = timings
     return record
 
@@ -205,11 +238,16 @@ def _dataset(name: str, root: str | None, limit_per_class: int | None):
     return datasets.load(name, root, limit_per_class)
 
 
+def _data_root(data_root) -> str | None:
+    """Where CIFAR-10 is looked for first: ``data_root``, else ``$SPARSE_SURVEY_DATA``."""
+    root = data_root or os.environ.get("SPARSE_SURVEY_DATA") or None
+    return root and str(root)
+
+
 def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict) -> dict:
     device = config.torch_device
     compile = device.type == "cuda" if config.compile is None else config.compile
-    root = data_root or os.environ.get("SPARSE_SURVEY_DATA") or None
-    train, test = _dataset(config.dataset, root and str(root), config.limit_per_class)
+    train, test = _dataset(config.dataset, _data_root(data_root), config.limit_per_class)
     torch.manual_seed(config.seed)
     c, h, _ = train.shape
     model = models.build(config.model, len(train.classes), c, config.width, image_size=h)
@@ -283,17 +321,19 @@ def environment(device: torch.device) -> dict:
 # ---------------------------------------------------------------------------------- the store
 
 def write_json(path: Path, data: dict) -> Path:
-    """Write ``data`` as JSON atomically (a temporary file, then a rename), so that a process
-    killed mid-write leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    os.replace(tmp, path)
-    return path
+    """Write ``data`` as JSON atomically (see :func:`sparse_survey.files.atomic_write`), so that a
+    process killed mid-write leaves no half file."""
+    text = json.dumps(data, indent=1, allow_nan=True)
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 class Store:
-    """One JSON file per run under ``root/<preset>/<key>.json``, written atomically."""
+    """One JSON file per run under ``root/<preset>/<key>.json``, written atomically.
+
+    Readers skip a file that is not a valid record, with a warning naming it, and a sweep runs
+    its config again. A run counts as done when its record finished or diverged (a diverged run
+    is a result: its recipe blew up); a failed run (missing data, a full disk, a bug) is retried by
+    the next sweep."""
 
     def __init__(self, root: str | os.PathLike = "results"):
         self.root = Path(root)
@@ -301,23 +341,92 @@ class Store:
     def path(self, config: RunConfig) -> Path:
         return self.root / config.preset / f"{config.key}.json"
 
-    def done(self, config: RunConfig) -> bool:
-        return self.path(config).exists()
+    def done(self, config: RunConfig, retry_diverged: bool = False) -> bool:
+        """Whether ``config`` has a record that a sweep should keep: finished, or diverged unless
+        ``retry_diverged``."""
+        record = read_record(self.path(config)) if self.path(config).exists() else None
+        kept = ("finished",) if retry_diverged else ("finished", "diverged")
+        return record is not None and record["status"] in kept
 
     def write(self, record: dict) -> Path:
         return write_json(self.root / record["config"]["preset"] / f"{record['key']}.json",
                           record)
 
+    def check_writable(self, preset: str) -> None:
+        """Raise a clear error now, before any training, if records of ``preset`` cannot be
+        written."""
+        folder = self.root / preset
+        try:
+            write_json(folder / ".writable", {}).unlink()
+        except OSError as error:
+            raise ValueError(f"cannot write run records to {folder} ({error}); choose another "
+                             "results folder (--results)") from error
+
     def records(self, preset: str, stale: bool = False) -> list[dict]:
-        """The stored records of a preset. Records made under an earlier definition of a named
-        preset (another model, data or recipe) are left out unless ``stale=True``, so tables
-        never mix budgets."""
-        records = [json.loads(p.read_text()) for p in sorted((self.root / preset).glob("*.json"))]
-        if stale or preset not in PRESETS:
-            return records
-        current = json.loads(json.dumps(asdict(RunConfig.from_preset(preset, "dense", 0))))
-        budget = ("model", "width", "dataset", "limit_per_class", "recipe", "profile_repeats")
-        return [r for r in records if all(r["config"][k] == current[k] for k in budget)]
+        """The stored records of a preset (broken files skipped, with a warning). Records made
+        under an earlier definition of a named preset (another model, data or recipe) are left out
+        unless ``stale=True``, so tables never mix budgets."""
+        paths = sorted((self.root / preset).glob("*.json"))
+        records = [r for r in map(read_record, paths) if r is not None]
+        return records if stale else current_records(records, preset)
+
+    def rekey(self, preset: str) -> list[tuple[Path, Path]]:
+        """Migrate records whose file name is not the key of their config under the current
+        :attr:`RunConfig.key` (e.g. written with compression ``1.0`` before keys were made
+        canonical): rewrite each under its key. A record whose key is taken already by another
+        file is renamed to ``<name>.superseded`` (kept, but no longer read). Returns the moves."""
+        moves = []
+        for path in sorted((self.root / preset).glob("*.json")):
+            record = read_record(path)
+            if record is None:
+                continue
+            key = config_from_dict(record["config"]).key
+            if path.stem == key:
+                continue
+            target = path.with_name(f"{key}.json")
+            if target.exists():
+                target = path.with_name(f"{path.name}.superseded")
+                os.replace(path, target)
+            else:
+                write_json(target, {**record, "key": key})
+                path.unlink()
+            moves.append((path, target))
+        return moves
+
+
+RECORD_KEYS = ("key", "config", "status", "label")
+FINISHED_KEYS = ("metrics", "history", "layer_densities", "timings", "environment")
+
+
+def read_record(path: Path) -> dict | None:
+    """A stored record, or None with a warning naming the file when it is not one (not JSON, or
+    missing what every record holds)."""
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise ValueError(f"it holds a JSON {type(record).__name__}, not an object")
+        needed = RECORD_KEYS + (FINISHED_KEYS if record.get("status") == "finished" else ())
+        missing = [k for k in needed if k not in record]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        config_from_dict(record["config"])
+    except (OSError, ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
+        warnings.warn(f"skipping {path}: not a valid run record ({error}); a sweep runs it again",
+                      stacklevel=2)
+        return None
+    return record
+
+
+def current_records(records: list[dict], preset: str) -> list[dict]:
+    """The records made under the current definition of ``preset`` (all, for a preset that is
+    not one of :data:`PRESETS`)."""
+    if preset not in PRESETS:
+        return records
+    current = json.loads(json.dumps(asdict(RunConfig.from_preset(preset, "dense", 0))))
+    return [r for r in records if all(r["config"].get(k) == current[k] for k in BUDGET)]
+
+
+BUDGET = ("model", "width", "dataset", "limit_per_class", "recipe", "profile_repeats")
 
 
 # ------------------------------------------------------------------------------------- sweeps
@@ -329,7 +438,8 @@ SURVEY_GRID = {"methods": ["rand", "mag", "snip", "grasp", "synflow"],
 
 def load_grid(spec: str | os.PathLike | dict) -> dict:
     """``"survey"`` (the survey's grid), a dict, or a YAML or JSON file with any of the keys
-    methods, compressions, imp_iters (IMP round counts; empty for none) and seeds."""
+    methods, compressions, imp_iters (IMP round counts; empty for none) and seeds, each a list.
+    A missing, empty or malformed file, or a value of the wrong kind, is a clear ValueError."""
     if isinstance(spec, dict):
         grid = spec
     elif spec == "survey":
@@ -338,13 +448,38 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
         import yaml
 
         path = Path(spec)
-        if not path.exists():
-            raise FileNotFoundError(f"grid {spec!r} is neither 'survey' nor an existing file")
-        grid = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if not path.is_file():
+            raise ValueError(f"grid {str(spec)!r} is neither 'survey' nor an existing file")
+        try:
+            grid = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        except yaml.YAMLError as error:
+            raise ValueError(f"grid file {path} is not valid YAML or JSON: "
+                             f"{' '.join(str(error).split())}") from error
+        if grid is None:
+            raise ValueError(f"grid file {path} is empty")
+    if not isinstance(grid, dict):
+        raise ValueError(f"a grid maps {', '.join(SURVEY_GRID)} to lists; got {grid!r}")
     unknown = set(grid) - set(SURVEY_GRID)
     if unknown:
         raise ValueError(f"unknown grid keys {sorted(unknown)}; known: {sorted(SURVEY_GRID)}")
-    return {**SURVEY_GRID, **grid}
+    grid = {**SURVEY_GRID, **grid}
+    checks = {"methods": (lambda v: v in pruners.METHODS, f"{', '.join(pruners.METHODS)}"),
+              "compressions": (lambda v: _number(v) and v >= 0, "numbers >= 0"),
+              "imp_iters": (lambda v: _whole(v) and v >= 1, "whole numbers >= 1"),
+              "seeds": (lambda v: _whole(v) and v >= 0, "whole numbers >= 0")}
+    for key, (valid, kind) in checks.items():
+        values = grid[key]
+        if not isinstance(values, list) or not all(valid(v) for v in values):
+            raise ValueError(f"grid key {key!r} must be a list of {kind}; got {values!r}")
+    return grid
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
@@ -364,10 +499,18 @@ def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
 
 def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
           address: str | None = None, cache_dir=None, progress: bool = True,
-          time_budget: float | None = None, data_root=None) -> list[dict]:
-    """Run every config that has no record yet and store each record as it arrives; return the
-    new records. The overall bar counts runs; under it, the run in flight shows its epoch, loss
-    and images/s.
+          time_budget: float | None = None, data_root=None,
+          retry_diverged: bool = False) -> list[dict]:
+    """Run every config that is not done in the store (:meth:`Store.done`: failed runs and broken
+    records are run again, diverged ones too with ``retry_diverged``) and store each record as it
+    arrives; return the new records. The overall bar counts runs; under it, the run in flight
+    shows its epoch, loss and images/s.
+
+    Before any training, the store must be writable and, on the local backend, the data must
+    load: both fail with a clear error at once rather than in every run. Records stored under
+    keys of an earlier definition are migrated first (:meth:`Store.rekey`). A finished record
+    that cannot be written is kept in a temporary folder (see :func:`keep_safe`) before the
+    error ends the sweep.
 
     ``time_budget`` (seconds; local backend): start no run that would end past the budget, by
     :func:`estimate_seconds` from the runs finished in this call and the stored runs of the same
@@ -378,13 +521,24 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
     if time_budget is not None and (backend != "local" or not time_budget > 0):
         raise ValueError("a time budget needs the local backend and a positive number of "
                          f"seconds, got {time_budget!r} with backend {backend!r}")
-    pending = [c for c in configs if not store.done(c)]
+    for preset in sorted({c.preset for c in configs}):
+        store.check_writable(preset)
+        store.rekey(preset)
+    pending = [c for c in configs if not store.done(c, retry_diverged)]
+    if backend == "local":  # load the data now: a missing or damaged data set stops here
+        for dataset, limit in sorted({(c.dataset, c.limit_per_class) for c in pending},
+                                     key=str):
+            _dataset(dataset, _data_root(data_root), limit)
     bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="sweep",
                unit="run", disable=not progress)
     records: list[dict] = []
 
     def keep(record: dict) -> None:
-        store.write(record)
+        try:
+            store.write(record)
+        except OSError as error:
+            keep_safe(record, error)
+            raise
         records.append(record)
         bar.set_postfix(last=f"{record['label']} c={record['config']['compression']:g} "
                              f"{record['status']}")
@@ -404,6 +558,24 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
             keep(run(config, cache_dir, progress, data_root))
     bar.close()
     return records
+
+
+def keep_safe(record: dict, error: OSError) -> Path | None:
+    """Save a record that the store could not take into the system's temporary folder
+    (``sparse_survey-unsaved/<preset>/``), or print it to stderr where even that fails; warn
+    where it went. Returns the path, if any."""
+    path = (Path(tempfile.gettempdir()) / "sparse_survey-unsaved" / record["config"]["preset"]
+            / f"{record['key']}.json")
+    try:
+        write_json(path, record)
+    except OSError:
+        print(json.dumps(record), file=sys.stderr)
+        warnings.warn(f"could not store the record of {record['label']} ({error}); it is "
+                      "printed above", stacklevel=2)
+        return None
+    warnings.warn(f"could not store the record of {record['label']} ({error}); it is kept in "
+                  f"{path}: move it into the store", stacklevel=2)
+    return path
 
 
 def trainings(config: dict) -> int:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from . import masks, models, pruners
 from .data import ImageSet, default_cache_dir
+from .files import atomic_write
 from .profile import remaining_flops_fraction
 from .train import Recipe, default_device, fit
 
@@ -72,6 +74,9 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
         raise ValueError(f"iters (prune rounds) must be at least 1, got {iters}")
     if not (rewind == "init" or (isinstance(rewind, int) and rewind >= 0)):
         raise ValueError(f"rewind must be 'init' or a training step >= 0, got {rewind!r}")
+    steps = recipe.epochs * (len(data[0]) // recipe.batch_size)
+    if rewind != "init" and rewind > steps:
+        raise ValueError(f"rewind step {rewind} is beyond the {steps} training steps")
     sizes = {n: w.numel() for n, w in masks.prunable(model).items()}
     pruners.check_survivors(pruners.density_of(compression), sizes, "global")
     device = torch.device(device) if device is not None else default_device()
@@ -81,8 +86,8 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
     key = run_key(model, train, test, recipe, seed, rewind)
     checkpoint = cache / f"{key}-c{compression:g}-k{iters}.pt"
 
-    if checkpoint.exists():  # resume after the last finished round
-        state = torch.load(checkpoint, map_location=device)
+    state = _load(checkpoint, device, ("rounds", "rewind_state", "masks", "model"))
+    if state is not None:  # resume after the last finished round
         masks.attach(model, state["masks"])
         model.load_state_dict(state["model"])
         rounds, rewind_state, cached = state["rounds"], state["rewind_state"], True
@@ -119,8 +124,8 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
                     eval_every, compile):
     """Train the dense model (or load it from ``path``); return the rewind state, the round-0
     record and whether it came from the cache."""
-    if path.exists():
-        saved = torch.load(path, map_location=device)
+    saved = _load(path, device, ("model", "rewind_state", "record"))
+    if saved is not None:
         model.load_state_dict(saved["model"])
         return saved["rewind_state"], saved["record"], True
     init = copy.deepcopy(model.state_dict())
@@ -133,9 +138,7 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
     record = _train_round(0, model, train, test, recipe, seed, device, progress, eval_every,
                           on_step=None if rewind in ("init", 0) else keep_rewind_point,
                           compile=compile)
-    if rewind not in ("init", 0) and "state" not in kept:
-        raise ValueError(f"rewind step {rewind} is beyond the {record['steps']} training steps")
-    rewind_state = kept.get("state", init)
+    rewind_state = kept.get("state", init)  # imp() checked that the rewind step is reached
     _save(path, {"model": model.state_dict(), "rewind_state": rewind_state, "record": record})
     return rewind_state, record, False
 
@@ -157,12 +160,27 @@ def _train_round(r, model, train, test, recipe, seed, device, progress, eval_eve
             "seconds": time.perf_counter() - start, "history": history.epochs}
 
 
+def _load(path: Path, device: torch.device, keys: tuple[str, ...]) -> dict | None:
+    """A cached dense run or checkpoint, or None when there is none or it is damaged (then it is
+    removed, with a warning naming it, and rebuilt by the caller)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device)
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise KeyError(f"it lacks {', '.join(missing)}")
+        return state
+    except Exception as error:  # a truncated or foreign file: pickle, zip and key errors alike
+        warnings.warn(f"the IMP cache file {path} is damaged ({error!r}); removing it and "
+                      "computing it again", stacklevel=3)
+        path.unlink(missing_ok=True)
+        return None
+
+
 def _save(path: Path, state: dict) -> None:
     """Write atomically: a run killed mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def run_key(model: nn.Module, train: ImageSet, test: ImageSet, recipe: Recipe, seed: int,

@@ -12,6 +12,8 @@ bias 0, so a seed fixes the initialisation exactly (call ``torch.manual_seed`` b
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -141,8 +143,8 @@ def build(name: str, num_classes: int = 10, in_channels: int = 3, width: float =
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
+    if not 0 < width < math.inf:  # also refuses NaN
+        raise ValueError(f"width must be a positive finite number, got {width}")
     if name in VGG_PLANS:
         model: nn.Module = VGG(VGG_PLANS[name], num_classes, in_channels, width)
     elif name == "resnet20":

@@ -29,6 +29,7 @@ towards the lower flat index, so a mask is a deterministic function of its score
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
 
@@ -84,7 +85,8 @@ def prune(model: nn.Module, method: str, compression: float, batches: Batches | 
     ``iterations`` rounds (default 100 for SynFlow, 1 otherwise) follow the exponential schedule;
     scores are recomputed on the masked model each round, and only surviving weights compete.
     ``invert=True`` keeps the lowest scores instead (the inversion control). Masks the model
-    already carries are respected: pruning never revives a weight.
+    already carries are respected: pruning never revives a weight. A pruning that leaves a layer
+    with no weight at all (layer collapse) warns.
     """
     _check_method(method)
     if scope not in SCOPES:
@@ -103,6 +105,12 @@ def prune(model: nn.Module, method: str, compression: float, batches: Batches | 
         scores = score(model, method, batches, round_seed, input_shape)
         current = select(scores, current, target, scope, invert)
         masking.attach(model, current)
+    emptied = [name for name, mask in current.items() if not mask.any()]
+    if emptied:
+        warnings.warn(f"{method} at compression {compression:g} left {len(emptied)} of "
+                      f"{len(current)} prunable layers with no weight ({', '.join(emptied)}): "
+                      "no signal passes them, so the network can only guess (layer collapse)",
+                      stacklevel=2)
     return current
 
 

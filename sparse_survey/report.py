@@ -89,8 +89,10 @@ def survey_runs(records: list[dict]) -> list[dict]:
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
-    """One row per finished record: method label, compression, seed, every table's value and,
-    per timing table, whether its timing was contended (column ``"<table> contended"``)."""
+    """One row per finished run: method label, compression, seed, every table's value and, per
+    timing table, whether its timing was contended (column ``"<table> contended"``). A run
+    stored twice (the same label, compression and seed, e.g. once under an earlier key) counts
+    once, so seeds are never counted double."""
     timed = [name for name, t in TABLES.items() if t.clock]
     rows = []
     for r in records:
@@ -101,8 +103,14 @@ def frame(records: list[dict]) -> pd.DataFrame:
         row.update({name: t.value(r) for name, t in TABLES.items()})
         row.update({f"{name} contended": contended(r, name) for name in timed})
         rows.append(row)
-    return pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES,
-                                       *(f"{name} contended" for name in timed)])
+    df = pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES,
+                                     *(f"{name} contended" for name in timed)])
+    return df.drop_duplicates(["label", "compression", "seed"], keep="last")
+
+
+def first_line(text: str | None) -> str:
+    """The first non-empty line of an error message (a record's ``error``)."""
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
 
 
 def label_key(label: str) -> str:
@@ -432,7 +440,7 @@ def write_report(records: list[dict], out: str | Path, title: str,
     if failures:
         lines += ["## Runs that did not finish", ""]
         lines += [f"- {r['label']} at compression {r['config']['compression']:g}, seed "
-                  f"{r['config']['seed']}: {r['status']}: {(r['error'] or '').splitlines()[-1]}"
+                  f"{r['config']['seed']}: {r['status']}: {first_line(r['error'])}"
                   for r in failures]
         lines.append("")
     finished = {r["config"]["compression"] for r in records if r["status"] == "finished"}

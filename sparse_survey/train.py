@@ -30,10 +30,11 @@ SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 
 @dataclass(frozen=True)
 class Recipe:
-    """A training protocol. ``milestones`` are epochs at which ``multistep`` multiplies the learning
-    rate by ``gamma``; ``onecycle`` warms up linearly for ``warmup`` of the run, then decays
-    linearly to zero; ``cosine`` anneals from ``lr`` to zero. The default is the survey's
-    ("paper") protocol."""
+    """A training protocol. ``milestones`` are epochs (fractional ones too) at which ``multistep``
+    multiplies the learning rate by ``gamma``; ``onecycle`` warms up linearly for ``warmup`` of
+    the run, then decays linearly to zero; ``cosine`` anneals from ``lr`` to zero. The default
+    is the survey's ("paper") protocol. Every number is checked (finite, in range), so a NaN or a
+    schedule that cannot work is refused here, not found after training."""
 
     epochs: int = 160
     batch_size: int = 128
@@ -42,17 +43,30 @@ class Recipe:
     nesterov: bool = True
     weight_decay: float = 1e-4
     schedule: str = "multistep"
-    milestones: tuple[int, ...] = (60, 120)
+    milestones: tuple[float, ...] = (60, 120)
     gamma: float = 0.1
     warmup: float = 0.2
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < math.inf:
+            raise ValueError(f"epochs, batch_size and lr must be positive and finite: {self}")
+        for name in ("momentum", "weight_decay", "gamma", "warmup"):
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
+                raise ValueError(f"{name} must be a finite number >= 0, got "
+                                 f"{getattr(self, name)}")
+        if self.schedule == "onecycle" and not 0 < self.warmup < 1:
+            raise ValueError(f"onecycle needs a warm-up fraction between 0 and 1, got "
+                             f"{self.warmup}")
         if self.nesterov and self.momentum <= 0:
             raise ValueError("Nesterov momentum needs momentum > 0 (or nesterov=False)")
+        if self.schedule == "multistep" and not (
+                list(self.milestones) == sorted(self.milestones)
+                and all(0 < m < self.epochs for m in self.milestones)):
+            raise ValueError(f"multistep milestones must rise and lie inside the training "
+                             f"(between 0 and {self.epochs} epochs, fractions allowed), got "
+                             f"{self.milestones}")
 
     def lr_factor(self, epoch: float) -> float:
         """The learning-rate multiplier at a (fractional) epoch."""

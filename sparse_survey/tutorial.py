@@ -8,15 +8,75 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import data as datasets
-from . import models
+from . import models, pruners
 from .data import Loader
 from .experiment import PRESETS, RunConfig, Store, sweep, write_json
 from .profile import device_name
+
+
+REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
+
+
+def results_dir(results: str | os.PathLike) -> Path:
+    """The results store folder: a relative ``results`` is taken from the repository root (so a
+    notebook run from ``notebooks/``, as Jupyter does, finds the repository's records), or from
+    the working directory where the package is not run from a checkout."""
+    path = Path(results).expanduser()
+    if path.is_absolute():
+        return path
+    checkout = (REPOSITORY / "pyproject.toml").is_file() and (REPOSITORY / "notebooks").is_dir()
+    return (REPOSITORY if checkout else Path.cwd()) / path
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """A notebook's parameters, checked and resolved by :func:`parameters`."""
+
+    preset: str
+    compressions: list[float]
+    seeds: list[int]
+    results: Path
+    device: str | None
+
+
+def parameters(preset: str = "auto", compressions=(1,), seeds=1,
+               results: str | os.PathLike = "results", data_root: str | None = None,
+               device: str | None = None) -> Parameters:
+    """Check a notebook's parameters at once, in the cell after them, so that a bad value stops
+    the notebook with a clear message before any work: ``preset`` (``"auto"`` resolved),
+    ``compressions`` (a list, one number, or the text of a list; each >= 0), ``seeds`` (a count
+    >= 1, or a list of seeds), ``results`` (see :func:`results_dir`), ``data_root`` (then used by
+    every load, see :func:`use_data_root`) and ``device`` (a torch device, or None)."""
+    compressions = numbers(compressions, "compressions")
+    for c in compressions:
+        pruners.density_of(c)  # a clear error for a negative or NaN compression
+    if device is not None:
+        try:
+            torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda)") \
+                from error
+    use_data_root(data_root)
+    return Parameters(resolve_preset(preset), compressions, seed_list(seeds),
+                      results_dir(results), device)
+
+
+def seed_list(seeds) -> list[int]:
+    """Seeds from a notebook parameter: a count ``n >= 1`` (seeds 0 .. n-1) or a list of seeds."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds must be a count of at least 1 or a list of seeds, got {seeds}")
+        return list(range(seeds))
+    listed = numbers(seeds, "seeds")
+    if not all(float(s).is_integer() and s >= 0 for s in listed):
+        raise ValueError(f"seeds must be whole numbers >= 0, got {seeds!r}")
+    return [int(s) for s in listed]
 
 
 def resolve_preset(preset: str) -> str:
@@ -78,9 +138,10 @@ def stored_runs(preset: str, results: str = "results") -> list[dict]:
     out); a clear error when none finished (run the sweep or the method notebooks first)."""
     from .report import survey_runs
 
-    records = survey_runs(Store(results).records(preset))
+    folder = results_dir(results)
+    records = survey_runs(Store(folder).records(preset))
     if not any(r["status"] == "finished" for r in records):
-        raise RuntimeError(f"no finished runs at preset {preset!r} in {results}/{preset}: run "
+        raise RuntimeError(f"no finished runs at preset {preset!r} in {folder / preset}: run "
                            f"`python -m sparse_survey sweep --preset {preset}` or the method "
                            "notebooks first")
     return records
@@ -99,25 +160,31 @@ def runs(method: str, compressions, preset: str, seeds=1, iters: int = 1,
          results: str = "results", device: str | None = None, progress: bool = True,
          cache_dir=None, **overrides) -> list[dict]:
     """The records of ``method`` at each compression and seed (``seeds``: a count, or a list),
-    running only what the store ``results`` does not hold yet. ``overrides`` change the preset's
-    settings (e.g. ``dataset``)."""
+    running only what the store ``results`` does not hold yet (failed runs are retried).
+    ``overrides`` change the preset's settings (e.g. ``dataset``). A clear error when none of
+    the runs finished, naming the first error."""
     compressions = numbers(compressions, "compressions")
-    seeds = range(seeds) if isinstance(seeds, int) else [int(s) for s in numbers(seeds, "seeds")]
     if method == "imp":
         overrides["iters"] = iters
     configs = [RunConfig.from_preset(preset, method, c, seed=s, device=device, **overrides)
-               for s in seeds for c in compressions]
-    store = Store(results)
+               for s in seed_list(seeds) for c in compressions]
+    store = Store(results_dir(results))
     sweep(configs, store, cache_dir=cache_dir, progress=progress)
     stored = {r["key"]: r for r in store.records(preset, stale=True)}  # found by key
-    return [stored[c.key] for c in configs]
+    records = [stored[c.key] for c in configs]
+    if not any(r["status"] == "finished" for r in records):
+        from .report import first_line
+
+        raise RuntimeError(f"none of the {len(records)} runs of {method} finished; the first "
+                           f"{records[0]['status']} with: {first_line(records[0]['error'])}")
+    return records
 
 
 def stored_benchmark(name: str, compute, preset: str, results: str = "results") -> dict:
     """The stored result of a benchmark (``results/<preset>/bench/<name>.json``), or, when there is
     none, ``compute()`` (a JSON-ready dict) stored there with the machine it ran on. Delete the
     file to measure again."""
-    path = Path(results) / preset / "bench" / f"{name}.json"
+    path = results_dir(results) / preset / "bench" / f"{name}.json"
     if path.exists():
         return json.loads(path.read_text())
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

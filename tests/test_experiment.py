@@ -95,7 +95,8 @@ def test_a_nan_run_is_stored_as_diverged_and_the_sweep_goes_on(configs, tmp_path
 def test_a_failing_run_is_stored_as_failed():
     broken = RunConfig.from_preset("smoke", "mag", 1, model="vgg16", device="cpu")
     record = experiment.run(broken)  # VGG16's five pools cannot shrink an 8x8 digit
-    assert record["status"] == "failed" and "Traceback" in record["error"]
+    assert record["status"] == "failed" and record["error"].startswith("RuntimeError: ")
+    assert "Traceback" in record["traceback"]
     assert "metrics" not in record and record["timings"]["total_s"] > 0
 
 

@@ -27,7 +27,8 @@ def test_fit_is_reproducible_for_a_seed(digits):
     for _ in range(2):
         torch.manual_seed(0)
         model = mlp()
-        fit(model, train, Recipe(epochs=1, batch_size=64, lr=0.05), seed=5, progress=False)
+        recipe = Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant")
+        fit(model, train, recipe, seed=5, progress=False)
         results.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(*results)
 
@@ -79,7 +80,7 @@ def test_compiled_training_runs_and_keeps_masks(digits):
     train, test = digits
     model = mlp()
     masks.attach(model, {n: torch.rand(w.shape) < 0.2 for n, w in masks.prunable(model).items()})
-    history = fit(model, train, Recipe(epochs=1, batch_size=64, lr=0.05), test, compile=True,
-                  progress=False)
+    recipe = Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant")
+    history = fit(model, train, recipe, test, compile=True, progress=False)
     assert not history.diverged and history.final["test_acc"] > 0.3
     assert all(torch.all(w[~masks.get(model)[n]] == 0) for n, w in masks.prunable(model).items())
