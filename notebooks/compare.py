@@ -33,32 +33,23 @@ figure_compression: float = 1.0  # compression of the per-layer density picture
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
-from myst_nb import glue
 
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-records = tutorial.stored_runs(preset, results)  # the LTH controls left out
+run = tutorial.parameters(preset, results=results, figure_compression=figure_compression)
+records = tutorial.stored_runs(run.preset, run.results)  # the survey's columns, train-mode BN rows
 finished = [r for r in records if r["status"] == "finished"]
-print(f"{len(records)} records at preset {preset}, {len(finished)} finished")
-glue("compare_runs", len(records), display=False)
-glue("compare_finished", len(finished), display=False)
 minutes = sum(r["timings"]["total_s"] for r in records) / 60
-print(f"their run times add up to {minutes:.1f} minutes "
+tutorial.glue_numbers("compare", runs=len(records), finished=len(finished), run_minutes=minutes)
+print(f"{len(records)} records at preset {run.preset}, {len(finished)} finished; their run "
+      f"times add up to {minutes:.1f} minutes "
       f"(on {', '.join(sorted({r['environment']['device_name'] for r in records}))})")
-glue("compare_run_minutes", minutes, display=False)
 
 # %% [markdown]
 # ## The tables
 
 # %%
-for name, t in report.TABLES.items():
-    note = f"\n\n{report.TIMING_NOTE}" if t.clock else ""
-    display(Markdown(f"### {t.title}\n\n" + report.markdown(report.table(records, name)) + note))
-    compared = report.comparison(records, name)
-    if compared is not None:
-        display(Markdown(f"Beside the survey's {t.survey} (diff = ours - survey):\n\n"
-                         + report.markdown(compared, t.decimals)))
+display(Markdown(report.tables_markdown(records)))
 
 # %% [markdown]
 # How far ours sit from the survey's, table by table: the mean absolute difference over the cells
@@ -74,41 +65,30 @@ for name in report.TABLES:
     diffs = compared.xs("diff", axis=1, level=1).stack().dropna().abs()
     gaps[name] = {"cells compared": len(diffs),
                   "mean |ours - survey|": diffs.mean() if len(diffs) else float("nan")}
-    glue(f"compare_{name}_gap", float(gaps[name]["mean |ours - survey|"]), display=False)
-    glue(f"compare_{name}_cells", int(len(diffs)), display=False)
-display(Markdown(report.markdown(pd.DataFrame(gaps).T.rename_axis("table"), 3)))
+    tutorial.glue_numbers("compare", **{f"{name}_gap": float(gaps[name]["mean |ours - survey|"]),
+                                        f"{name}_cells": int(len(diffs))})
+tutorial.show(pd.DataFrame(gaps).T.rename_axis("table"), 3)
 flops_agreement = report.ordering_agreement(records, "flops")
-glue("compare_flops_pairs_alike", float(flops_agreement["pairs ordered alike"].mean()),
-     display=False)
+tutorial.glue_numbers("compare",
+                      flops_pairs_alike=float(flops_agreement["pairs ordered alike"].mean()))
 
 # %% [markdown]
 # ## Accuracy against compression, and where each method puts its weights
 
 # %%
-import matplotlib.pyplot as plt
-
-figure = report.accuracy_figure(records)
-glue("compare_accuracy_figure", figure)  # shown here and on the results page
-plt.close(figure)
-
-# %%
-available = {r["config"]["compression"] for r in finished}
-figure = report.layer_density_figure(records,
-                                     min(available, key=lambda c: abs(c - figure_compression)))
-glue("compare_density_figure", figure)
-plt.close(figure)
+tutorial.show_figure(report.accuracy_figure(records), "compare_accuracy_figure")
+compression = report.nearest_compression(records, run.figure_compression)
+tutorial.show_figure(report.layer_density_figure(records, compression), "compare_density_figure")
 
 # %%
 mean = report.summary(records, "accuracy")[0]
 highest = max(mean.index)
 best = mean.loc[highest].idxmax()
-glue("compare_highest_compression", float(highest), display=False)
-glue("compare_best_method", best, display=False)
-glue("compare_best_accuracy", float(mean.loc[highest, best]), display=False)
+tutorial.glue_numbers("compare", highest_compression=float(highest), best_method=best,
+                      best_accuracy=float(mean.loc[highest, best]))
 print(f"best at compression {highest:g}: {best} with {mean.loc[highest, best]:.2f} %")
-for method in mean.columns:  # glued as e.g. compare_acc_high_imp4iters
-    glue(f"compare_acc_high_{report.label_key(method)}", float(mean.loc[highest, method]),
-         display=False)
+tutorial.glue_numbers("compare", **{f"acc_high_{report.label_key(method)}":
+                                    float(mean.loc[highest, method]) for method in mean.columns})
 
 # %% [markdown]
 # ## The dense network
@@ -120,9 +100,9 @@ for method in mean.columns:  # glued as e.g. compare_acc_high_imp4iters
 dense = {r["config"]["seed"]: 100 * r["imp_rounds"][0]["test_acc"]
          for r in finished if r["config"]["method"] == "imp"}
 dense_accuracy = sum(dense.values()) / len(dense) if dense else float("nan")
+tutorial.glue_numbers("compare", dense_accuracy=dense_accuracy)
 print(f"dense accuracy {dense_accuracy:.2f} % (seeds {sorted(dense)}); data: "
       + ", ".join(sorted({r["data"] for r in finished})))
-glue("compare_dense_accuracy", dense_accuracy, display=False)
 
 # %% [markdown]
 # ## The survey's claims, tested
@@ -131,24 +111,24 @@ glue("compare_dense_accuracy", dense_accuracy, display=False)
 # share of method pairs ordered alike (pairs the survey ties are left out).
 
 # %%
+from myst_nb import glue
+
 agreement = report.ordering_agreement(records)
-display(Markdown(report.markdown(agreement, 2)))
+tutorial.show(agreement, 2)
 glue("compare_agreement_table", agreement.style.format(precision=2).format_index("{:g}")
-     .set_table_attributes('class="table"'),
-     display=False)
+     .set_table_attributes('class="table"'), display=False)
 accuracy_vs_survey = report.comparison(records, "accuracy").T  # methods as rows: fits a page
 accuracy_vs_survey.columns = [f"c = {c:g}" for c in accuracy_vs_survey.columns]
 glue("compare_accuracy_table", accuracy_vs_survey.style.format(precision=2, na_rep="n/a")
-     .set_table_attributes('class="table"'),
-     display=False)
-glue("compare_pairs_alike", float(agreement["pairs ordered alike"].mean()), display=False)
+     .set_table_attributes('class="table"'), display=False)
+tutorial.glue_numbers("compare", pairs_alike=float(agreement["pairs ordered alike"].mean()))
 
 # %% [markdown]
 # **"IMP outperforms the one-shot methods, especially at high compression."** The best IMP
 # column against the best one-shot column at each compression.
 
 # %%
-one_shot = [m for m in ("Rand", "Mag", "SNIP", "GraSP", "SynFlow") if m in mean]
+one_shot = [m for m in report.ONE_SHOT if m in mean]
 iterative = [m for m in mean if m.startswith("IMP")]
 both = mean[one_shot].notna().any(axis=1) & mean[iterative].notna().any(axis=1)
 edge = pd.DataFrame({"best one-shot": mean.loc[both, one_shot].idxmax(axis=1),
@@ -156,10 +136,10 @@ edge = pd.DataFrame({"best one-shot": mean.loc[both, one_shot].idxmax(axis=1),
                      "best IMP": mean.loc[both, iterative].idxmax(axis=1),
                      "IMP accuracy": mean.loc[both, iterative].max(axis=1)})
 edge["IMP - one-shot"] = edge["IMP accuracy"] - edge["its accuracy"]
-display(Markdown(report.markdown(edge, 2)))
-glue("compare_imp_edge_low", float(edge["IMP - one-shot"].iloc[0]), display=False)
-glue("compare_imp_edge_high", float(edge["IMP - one-shot"].iloc[-1]), display=False)
-glue("compare_best_one_shot_high", edge["best one-shot"].iloc[-1], display=False)
+tutorial.show(edge, 2)
+tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[0]),
+                      imp_edge_high=float(edge["IMP - one-shot"].iloc[-1]),
+                      best_one_shot_high=edge["best one-shot"].iloc[-1])
 
 # %% [markdown]
 # **Layer collapse.** Prunable layers left with no weight at all (mean over seeds): such a
@@ -167,9 +147,9 @@ glue("compare_best_one_shot_high", edge["best one-shot"].iloc[-1], display=False
 
 # %%
 collapsed = report.collapsed_layers(records)
-display(Markdown(report.markdown(collapsed, 1)))
-glue("compare_collapsed_max", float(collapsed.max().max()), display=False)
-glue("compare_collapsed_method", str(collapsed.max().idxmax()), display=False)
+tutorial.show(collapsed, 1)
+tutorial.glue_numbers("compare", collapsed_max=float(collapsed.max().max()),
+                      collapsed_method=str(collapsed.max().idxmax()))
 
 # %% [markdown]
 # **"SNIP, GraSP and SynFlow prune later layers more aggressively; IMP's extra iterations
@@ -177,23 +157,25 @@ glue("compare_collapsed_method", str(collapsed.max().idxmax()), display=False)
 # layers at `figure_compression`; a ratio below 1 means the late layers are pruned harder.
 
 # %%
-compression = min(available, key=lambda c: abs(c - figure_compression))
 layers = len(finished[0]["layer_densities"])
 depth = report.depth_profile(records, compression, last=min(4, layers // 2))
-display(Markdown(report.markdown(depth, 4)))
-for method, row in depth.iterrows():  # glued as e.g. compare_late_early_imp2iters
-    glue(f"compare_late_early_{report.label_key(method)}", float(row["late / early"]),
-         display=False)
+tutorial.show(depth, 4)
+tutorial.glue_numbers("compare", **{f"late_early_{report.label_key(method)}":
+                                    float(row["late / early"]) for method, row in depth.iterrows()})
 
 # %% [markdown]
 # **"IMP gives lower inference time and memory."** How far each method's inference time and
-# peak CPU memory move across all compressions (largest over smallest): a masked dense model runs
-# the same kernels at every density, so both stay within measurement noise.
+# peak CPU memory move across all compressions (largest over smallest), over the runs that were
+# timed alone: a masked dense model runs the same kernels at every density, so both stay within
+# measurement noise.
 
 # %%
 spread = pd.DataFrame({
-    name: report.summary(records, name)[0].pipe(lambda t: t.max() / t.min())
-    for name in ("inference_time", "cpu_memory")})
-display(Markdown(report.markdown(spread.rename_axis("method"), 3)))
-glue("compare_time_spread", float(spread["inference_time"].max()), display=False)
-glue("compare_memory_spread", float(spread["cpu_memory"].max()), display=False)
+    name: report.summary(report.uncontended(records, name), name)[0]
+    .pipe(lambda t: t.max() / t.min()) for name in ("inference_time", "cpu_memory")})
+tutorial.show(spread.rename_axis("method"), 3)
+shared = [r for r in finished if report.contended(r, "inference_time")]
+tutorial.glue_numbers("compare", time_spread=float(spread["inference_time"].max()),
+                      memory_spread=float(spread["cpu_memory"].max()),
+                      contended_runs=len(shared))
+print(f"{len(shared)} of {len(finished)} runs were timed while other work shared the machine")

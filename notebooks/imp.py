@@ -28,37 +28,27 @@
 
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
-iters: int = 2  # IMP prune rounds, the survey's "IMP (k Iters)"
+iterations: int = 2  # IMP prune rounds, the survey's "IMP (k Iters)"
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # final compressions c (density 10^-c)
-seed: int = 0  # seed of weights and data order
-dataset: str = None  # data set (None: the preset's)
-figure_compression: float = 1.0  # compression of the per-layer picture
+rewind: str = "init"  # rewind the survivors to "init" (the survey's) or to a training step, e.g. 40
+seeds: int = 1  # seeds of weights and data order (mean and spread when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
-device: str = None  # torch device (None: cuda when available)
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
-
-import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-tutorial.use_data_root(data_root)
-overrides = {"dataset": dataset} if dataset else {}
-print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
+                          iterations=iterations, rewind=rewind)
 
 # %% [markdown]
 # ## The runs
 #
-# Each compression is one stored run; a rerun of this notebook reuses the finished ones.
+# Each compression is one stored run; a rerun of this notebook reuses the finished ones, and
+# the dense training is shared by all of them.
 
 # %%
-records = tutorial.runs("imp", compressions, preset, [seed], iters=iters, results=results,
-                        device=device, **overrides)
-display(Markdown(report.markdown(report.table(records, "accuracy"))))
+records = tutorial.trained(run)
+tutorial.glue_numbers("imp", iterations=iterations)
 
 # %% [markdown]
 # ## Round by round
@@ -67,21 +57,12 @@ display(Markdown(report.markdown(report.table(records, "accuracy"))))
 # dense network).
 
 # %%
-rounds = pd.DataFrame([{"compression": r["config"]["compression"], **{
-    k: v for k, v in row.items() if k not in ("history",)}}
-    for r in records for row in r["imp_rounds"]]).set_index(["compression", "round"])
-display(Markdown(report.markdown(rounds.reset_index(level=1).rename_axis("compression"), 4)))
+tutorial.show(report.imp_rounds(records), 4)
+
+# %% [markdown]
+# ## Where the weights go
+#
+# The density of each layer of the final ticket, at the compression nearest 1.
 
 # %%
-report.accuracy_figure(records)
-
-# %%
-report.layer_density_figure(records, min({r["config"]["compression"] for r in records},
-                                         key=lambda c: abs(c - figure_compression)))
-
-# %%
-highest, accuracy = tutorial.accuracy_at_highest_compression(records)
-glue("imp_iters", iters, display=False)
-glue("imp_highest_compression", highest, display=False)
-glue("imp_accuracy", accuracy, display=False)
-print(f"IMP ({iters} Iters) at compression {highest:g}: {accuracy:.2f} %")
+report.layer_density_figure(records, report.nearest_compression(records, 1.0))

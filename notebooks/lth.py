@@ -30,24 +30,15 @@
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
 compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density 10^-c)
-iters: int = 2  # IMP prune rounds per ticket
-seed: int = 0  # seed of weights and data order
+iterations: int = 2  # IMP prune rounds per ticket
+seeds: int = 1  # seeds of weights and data order (mean over seeds when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
-device: str = None  # torch device (None: cuda when available)
 
 # %%
-import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
-
-import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-compressions = tutorial.numbers(compressions, "compressions")
-tutorial.use_data_root(data_root)
-print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
+                          iterations=iterations)
 
 # %% [markdown]
 # ## Tickets and their controls
@@ -58,35 +49,15 @@ print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
 
 # %%
 arms = {"winning ticket": None, "random reinit": "reinit", "layerwise shuffle": "shuffle"}
-accuracy = {name: tutorial.runs("imp", compressions, preset, [seed], iters=iters,
-                                results=results, device=device, control=control)
-            for name, control in arms.items()}
-table = pd.DataFrame({"density": [10**-c for c in compressions],
-                      **{name: [100 * r.get("metrics", {}).get("test_acc", float("nan"))
-                                for r in records] for name, records in accuracy.items()}},
-                     index=pd.Index(compressions, name="compression"))
-display(Markdown(report.markdown(table, 2)))
-
-# %%
-import matplotlib.pyplot as plt
-
-fig, ax = plt.subplots(figsize=(6, 4))
-for name in ("winning ticket", "random reinit", "layerwise shuffle"):
-    ax.plot(table["density"], table[name], "-o", label=name)
-ax.set_xscale("log")
-ax.invert_xaxis()
-ax.set_xlabel("density (kept fraction of prunable weights)")
-ax.set_ylabel("top-1 test accuracy (%)")
-ax.set_title(f"winning tickets against random tickets ({iters} IMP rounds)")
-ax.grid(alpha=0.3)
-ax.legend()
-fig.tight_layout()
-glue("lth_figure", fig)  # shown here and in the chapter
-plt.close(fig)
+table = report.controls_table({name: tutorial.runs(run.configs(control=control), run.results)
+                               for name, control in arms.items()})
+tutorial.show(table, 2)
+tutorial.show_figure(report.controls_figure(
+    table, f"winning tickets against random tickets ({iterations} IMP rounds)"), "lth_figure")
 
 # %%
 sparsest = table.iloc[-1]
-glue("lth_density", float(sparsest["density"]), display=False)
-glue("lth_ticket_accuracy", float(sparsest["winning ticket"]), display=False)
-glue("lth_reinit_accuracy", float(sparsest["random reinit"]), display=False)
-glue("lth_shuffle_accuracy", float(sparsest["layerwise shuffle"]), display=False)
+tutorial.glue_numbers("lth", density=float(sparsest["density"]),
+                      ticket_accuracy=float(sparsest["winning ticket"]),
+                      reinit_accuracy=float(sparsest["random reinit"]),
+                      shuffle_accuracy=float(sparsest["layerwise shuffle"]))

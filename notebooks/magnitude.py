@@ -32,49 +32,56 @@
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-figure_compression: float = 1.0  # compression of the per-layer pictures
+scope: str = "global"  # one threshold over all layers (global, the survey's) or one per layer (local)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
-device: str = None  # torch device (None: cuda when available)
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
+import torch
 
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-tutorial.use_data_root(data_root)
-METHOD = "mag"
-print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+run = tutorial.parameters(preset, compressions, seeds, results, method="mag", scope=scope)
+model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
-# ## The scores of a freshly initialised network
+# ## The score, by hand
 #
-# Scores of every prunable layer of the preset's model at initialization, which needs no data.
-# Higher scores are kept.
+# One line computes every score of a freshly initialised network; the package's `score` must
+# agree. Kaiming initialization draws a layer's weights with standard deviation
+# $\sqrt{2 / \text{fan-in}}$, so the scale of the scores is set by the fan-in: the late layers,
+# which read 512 channels through 3x3 kernels, score lowest.
 
 # %%
-model, batches = tutorial.fresh_model_and_batches(preset, device=device)
-scores = ss.pruners.score(model, METHOD, batches)
+scores = {name: w.detach().abs() for name, w in ss.masks.prunable(model).items()}
+assert all(torch.equal(s, scores[n]) for n, s in ss.pruners.score(model, "mag").items())
 report.score_figure(scores, "Magnitude scores per layer at initialization")
 
 # %% [markdown]
 # ## One pruning, layer by layer
 #
-# Pruning to compression `figure_compression` keeps exactly round(10^-c x N) of the N prunable
-# weights; how they spread over the layers is the method's signature.
+# Pruning to compression 1 keeps exactly round(10^-c x N) of the N prunable weights; how they
+# spread over the layers is the method's signature.
 
 # %%
-ss.pruners.prune(model, METHOD, figure_compression, batches)
-per_layer = ss.masks.layer_densities(model)
-display(Markdown(report.markdown(
-    pd.DataFrame({"density": per_layer}).rename_axis("layer"), 4)))
-glue("mag_density", ss.masks.density(model), display=False)
-glue("mag_flops_fraction",
-     ss.profile.remaining_flops_fraction(model, batches[0][0].shape[1:]), display=False)
+tutorial.show(tutorial.prune_once(run, model, batches), 4)
+
+# %% [markdown]
+# ## Its failure mode: emptied layers
+#
+# Because the threshold is global and the late layers' weights are small, a high enough
+# compression takes *every* weight of some layer, and a network with an empty layer can only
+# guess. Where that starts: the layers magnitude pruning empties at each compression, on copies
+# of the same initialization.
+
+# %%
+emptied = {}
+for c in (1, 2, 2.5, 3):
+    copy = tutorial.preset_model(run.preset)[0]
+    kept = ss.pruners.prune(copy, "mag", c, scope=run.fields["scope"])
+    emptied[c] = sum(int(m.sum()) == 0 for m in kept.values())
+tutorial.show(pd.DataFrame({"emptied layers": emptied}).rename_axis("compression"), 0)
 
 # %% [markdown]
 # ## Trained across the survey's compressions
@@ -83,14 +90,4 @@ glue("mag_flops_fraction",
 # it; its record lands in the results store, so a rerun of this notebook reuses it.
 
 # %%
-records = tutorial.runs(METHOD, compressions, preset, seeds, results=results, device=device)
-display(Markdown(report.markdown(report.table(records, "accuracy"))))
-
-# %%
-report.accuracy_figure(records)
-
-# %%
-highest, accuracy = tutorial.accuracy_at_highest_compression(records)
-glue("mag_highest_compression", highest, display=False)
-glue("mag_accuracy", accuracy, display=False)
-print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")
+records = tutorial.trained(run)

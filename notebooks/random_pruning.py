@@ -32,66 +32,59 @@
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-figure_compression: float = 1.0  # compression of the per-layer pictures
+seeds: int = 1  # seeds of the random scores and the training (mean and spread when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
-device: str = None  # torch device (None: cuda when available)
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
+import torch
 
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-tutorial.use_data_root(data_root)
-METHOD = "rand"
-print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+run = tutorial.parameters(preset, compressions, seeds, results, method="rand")
+model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
-# ## The scores of a freshly initialised network
+# ## The score, by hand
 #
-# The scores of every prunable layer: the same distribution everywhere, which is why every layer
-# keeps about the same fraction.
+# An i.i.d. standard normal draw per weight from a seeded generator: the same draw as the
+# package's `score` with that seed. Every layer's scores follow the same distribution.
 
 # %%
-model, batches = tutorial.fresh_model_and_batches(preset, device=device)
-scores = ss.pruners.score(model, METHOD, batches)
+generator = torch.Generator().manual_seed(7)
+scores = {n: torch.randn(w.shape, generator=generator) for n, w in ss.masks.prunable(model).items()}
+assert all(torch.equal(s.cpu(), scores[n]) for n, s in ss.pruners.score(model, "rand", seed=7).items())
 report.score_figure(scores, "Random scores per layer (i.i.d. standard normal)")
 
 # %% [markdown]
 # ## One pruning, layer by layer
 #
-# Pruning to compression `figure_compression` keeps exactly round(10^-c x N) of the N prunable
-# weights; how they spread over the layers is the method's signature.
+# Every layer keeps about the same fraction: the overall density.
 
 # %%
-ss.pruners.prune(model, METHOD, figure_compression, batches)
-per_layer = ss.masks.layer_densities(model)
-display(Markdown(report.markdown(
-    pd.DataFrame({"density": per_layer}).rename_axis("layer"), 4)))
-glue("rand_density", ss.masks.density(model), display=False)
-glue("rand_flops_fraction",
-     ss.profile.remaining_flops_fraction(model, batches[0][0].shape[1:]), display=False)
+tutorial.show(tutorial.prune_once(run, model, batches), 4)
+
+# %% [markdown]
+# ## Its failure mode: small layers left with a handful of weights
+#
+# A layer of $n_l$ weights keeps about $d\,n_l$ of them. At compression 2 (1 % kept) the first
+# layers, which have the fewest weights, keep only a few dozen: a bottleneck that no later layer
+# can undo.
+
+# %%
+kept = {}
+for c in (1, 2):
+    copy = tutorial.preset_model(run.preset)[0]
+    counts = ss.pruners.prune(copy, "rand", c, seed=0)
+    kept[f"kept at c = {c:g}"] = {n: int(m.sum()) for n, m in counts.items()}
+tutorial.show(pd.DataFrame(kept).rename_axis("layer").head(3), 0)
 
 # %% [markdown]
 # ## Trained across the survey's compressions
 #
-# Each run prunes a freshly initialised network, trains it with the preset's recipe and profiles
-# it; its record lands in the results store, so a rerun of this notebook reuses it.
+# Each run draws its own random scores (from its seed), trains with the preset's recipe and is
+# profiled; its record lands in the results store, so a rerun of this notebook reuses it.
 
 # %%
-records = tutorial.runs(METHOD, compressions, preset, seeds, results=results, device=device)
-display(Markdown(report.markdown(report.table(records, "accuracy"))))
-
-# %%
-report.accuracy_figure(records)
-
-# %%
-highest, accuracy = tutorial.accuracy_at_highest_compression(records)
-glue("rand_highest_compression", highest, display=False)
-glue("rand_accuracy", accuracy, display=False)
-print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")
+records = tutorial.trained(run)

@@ -27,66 +27,66 @@
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
+prune_batches: int = 1  # training batches of 256 images that the scores are summed over
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-figure_compression: float = 1.0  # compression of the per-layer pictures
+bn_mode: str = "eval"  # BatchNorm while scoring: "eval" (the survey's code) or "train" (SNIP's own)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
-device: str = None  # torch device (None: cuda when available)
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
+import torch
 
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-tutorial.use_data_root(data_root)
-METHOD = "snip"
-print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+run = tutorial.parameters(preset, compressions, seeds, results, method="snip",
+                          prune_batches=prune_batches, bn_mode=bn_mode)
+model, batches = tutorial.model_and_batches(run, batches=max(2, prune_batches))
 
 # %% [markdown]
-# ## The scores of a freshly initialised network
+# ## The score, by hand
 #
-# Scores of every prunable layer of the preset's model at initialization, on one training batch.
-# Higher scores are kept.
+# The loss gradient on the first scoring batch, times the weight, in absolute value; the
+# package's `score` on the same batch must agree (BatchNorm in the run's mode in both).
 
 # %%
-model, batches = tutorial.fresh_model_and_batches(preset, device=device)
-scores = ss.pruners.score(model, METHOD, batches)
+with ss.pruners.scoring_mode(model, bn_mode):
+    gradient = ss.pruners.loss_gradient(model, batches[:1])
+scores = {n: (w.detach() * gradient[n]).abs() for n, w in ss.masks.prunable(model).items()}
+packaged = ss.pruners.score(model, "snip", batches[:1], bn_mode=bn_mode)
+assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
 report.score_figure(scores, "SNIP scores per layer at initialization")
+
+# %% [markdown]
+# ## Its failure mode: a mask that depends on the batch
+#
+# SNIP scores on a few hundred images at random initialization, where gradients are noisy. How
+# much of the mask is the method, and how much the batch? The share of kept weights that two
+# masks at the same compression have in common, each scored on one of two different batches.
+
+# %%
+overlap = {}
+for c in (0.5, 1, 2):
+    pair = [ss.pruners.select(ss.pruners.score(model, "snip", [b], bn_mode=bn_mode),
+                              ss.masks.get(model), 10**-c) for b in batches[:2]]
+    shared = sum(int((a & b).sum()) for a, b in zip(pair[0].values(), pair[1].values()))
+    overlap[c] = shared / sum(int(m.sum()) for m in pair[0].values())
+tutorial.show(pd.DataFrame({"kept weights in common": overlap}).rename_axis("compression"), 3)
 
 # %% [markdown]
 # ## One pruning, layer by layer
 #
-# Pruning to compression `figure_compression` keeps exactly round(10^-c x N) of the N prunable
-# weights; how they spread over the layers is the method's signature.
+# Pruning to compression 1 keeps exactly round(10^-c x N) of the N prunable weights; how they
+# spread over the layers is the method's signature.
 
 # %%
-ss.pruners.prune(model, METHOD, figure_compression, batches)
-per_layer = ss.masks.layer_densities(model)
-display(Markdown(report.markdown(
-    pd.DataFrame({"density": per_layer}).rename_axis("layer"), 4)))
-glue("snip_density", ss.masks.density(model), display=False)
-glue("snip_flops_fraction",
-     ss.profile.remaining_flops_fraction(model, batches[0][0].shape[1:]), display=False)
+tutorial.show(tutorial.prune_once(run, model, batches[:prune_batches]), 4)
 
 # %% [markdown]
 # ## Trained across the survey's compressions
 #
-# Each run prunes a freshly initialised network, trains it with the preset's recipe and profiles
-# it; its record lands in the results store, so a rerun of this notebook reuses it.
+# Each run scores a freshly initialised network on its own training batches, trains it with the
+# preset's recipe and profiles it; its record lands in the results store, so a rerun reuses it.
 
 # %%
-records = tutorial.runs(METHOD, compressions, preset, seeds, results=results, device=device)
-display(Markdown(report.markdown(report.table(records, "accuracy"))))
-
-# %%
-report.accuracy_figure(records)
-
-# %%
-highest, accuracy = tutorial.accuracy_at_highest_compression(records)
-glue("snip_highest_compression", highest, display=False)
-glue("snip_accuracy", accuracy, display=False)
-print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")
+records = tutorial.trained(run)

@@ -40,48 +40,30 @@ device: str = "cpu"  # device of the kernel benchmark
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
 
 from sparse_survey import bench, report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-records = [r for r in tutorial.stored_runs(preset, results) if r["status"] == "finished"]
+run = tutorial.parameters(preset, results=results)
+records = [r for r in tutorial.stored_runs(run.preset, run.results) if r["status"] == "finished"]
 batch_sizes = [int(b) for b in tutorial.numbers(batch_sizes, "batch_sizes")]
-print(f"{len(records)} finished runs at preset {preset}")
+print(f"{len(records)} finished runs at preset {run.preset}")
 
 # %% [markdown]
 # ## 1. Masked dense: time and memory do not follow density
 #
 # Inference time over the test set and peak resident CPU memory of every stored run, against its
-# density. The dense kernels do the same work whatever the density, so both lie flat.
+# density. The dense kernels do the same work whatever the density, so both lie flat; a run
+# timed while other work shared the machine (hollow) is slower for that reason alone, and is
+# left out of the spread below.
 
 # %%
-import matplotlib.pyplot as plt
+report.cost_figure(records)
 
-frame = pd.DataFrame([{"method": r["label"], "density": r["metrics"]["density"],
-                       "time (s)": r["metrics"]["time_s"],
-                       "CPU memory (MiB)": r["metrics"]["cpu_rss_peak_bytes"] / 2**20,
-                       "dense storage (MiB)": r["metrics"]["storage_dense_bytes"] / 2**20,
-                       "CSR storage (MiB)": r["metrics"]["storage_csr_bytes"] / 2**20,
-                       "bitmask storage (MiB)": r["metrics"]["storage_bitmask_bytes"] / 2**20}
-                      for r in records])
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-for ax, column in zip(axes, ("time (s)", "CPU memory (MiB)")):
-    for i, (name, group) in enumerate(frame.groupby("method", sort=False)):
-        ax.plot(group["density"], group[column], "o", color=f"C{i}", label=name)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density")
-    ax.set_ylabel(column)
-    ax.grid(alpha=0.3, which="both")
-axes[0].set_title("inference over the test set")
-axes[1].set_title("peak resident memory of inference")
-axes[1].legend(fontsize=7)
-fig.tight_layout()
-spread = frame["time (s)"].max() / frame["time (s)"].min()
-glue("sparsity_time_spread", float(spread), display=False)
-print(f"slowest over fastest inference time across all runs: {spread:.2f}")
+# %%
+trusted = report.frame(report.uncontended(records, "inference_time"))["inference_time"]
+spread = trusted.max() / trusted.min()
+tutorial.glue_numbers("sparsity", time_spread=float(spread))
+print(f"slowest over fastest inference time, {len(trusted)} uncontended runs: {spread:.2f}")
 
 # %% [markdown]
 # ## 2. Storage: what the zeros would cost in a sparse format
@@ -91,14 +73,15 @@ print(f"slowest over fastest inference time across all runs: {spread:.2f}")
 # values) remain; a bitmask costs one bit per weight plus the kept values.
 
 # %%
-storage = (frame.groupby("density")[["dense storage (MiB)", "CSR storage (MiB)",
-                                      "bitmask storage (MiB)"]].mean()
-           .sort_index(ascending=False))
-display(Markdown(report.markdown(storage, 2)))
+storage = pd.DataFrame([{"density": r["metrics"]["density"],
+                         **{f"{kind} storage (MiB)": r["metrics"][f"storage_{kind}_bytes"] / 2**20
+                            for kind in ("dense", "csr", "bitmask")}} for r in records])
+storage = storage.groupby("density").mean().sort_index(ascending=False)
+tutorial.show(storage, 2)
 sparsest = storage.index.min()
-glue("sparsity_csr_ratio", float(storage.loc[sparsest, "dense storage (MiB)"]
-                                 / storage.loc[sparsest, "CSR storage (MiB)"]), display=False)
-glue("sparsity_sparsest_density", float(sparsest), display=False)
+tutorial.glue_numbers("sparsity", sparsest_density=float(sparsest),
+                      csr_ratio=float(storage.loc[sparsest, "dense storage (MiB)"]
+                                      / storage.loc[sparsest, "csr storage (MiB)"]))
 
 # %% [markdown]
 # ## 3. Sparse kernels against masked dense
@@ -112,24 +95,19 @@ measured = tutorial.stored_benchmark(
     f"sparse-{model_name}-w{width:g}-{method}-{device}",
     lambda: {"rows": bench.bench_sparse(model_name, width, method, batch_sizes=tuple(batch_sizes),
                                         repeats=repeats, device=device)},
-    preset, results)
+    run.preset, run.results)
 rows = measured["result"]["rows"]
 print(f"measured on {measured['environment']['device_name']} "
       f"({measured['environment']['threads']} threads)")
 table = pd.DataFrame(rows).set_index(["batch", "compression"])
-display(Markdown(report.markdown(table.reset_index(level=0).rename_axis("compression"), 3)))
-
-# %%
-figure = report.sparse_speed_figure(rows)
-glue("sparsity_speed_figure", figure)  # shown here and in the chapter
-plt.close(figure)
+tutorial.show(table.reset_index(level=0).rename_axis("compression"), 3)
+tutorial.show_figure(report.sparse_speed_figure(rows), "sparsity_speed_figure")
 
 # %%
 for batch in batch_sizes:
     mine = [r for r in rows if r["batch"] == batch]
     paying = [r["density"] for r in mine if r["speedup"] > 1]
-    glue(f"sparsity_crossover_b{batch}", float(max(paying)) if paying else 0.0, display=False)
-    glue(f"sparsity_best_speedup_b{batch}", float(max(r["speedup"] for r in mine)),
-         display=False)
-    print(f"batch {batch}: sparse faster at densities {paying or 'none'}; best speed-up "
-          f"{max(r['speedup'] for r in mine):.2f}x")
+    best = max(r["speedup"] for r in mine)
+    tutorial.glue_numbers("sparsity", **{f"crossover_b{batch}": float(max(paying)) if paying else 0.0,
+                                         f"best_speedup_b{batch}": float(best)})
+    print(f"batch {batch}: sparse faster at densities {paying or 'none'}; best speed-up {best:.2f}x")

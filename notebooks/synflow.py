@@ -33,50 +33,64 @@
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-figure_compression: float = 1.0  # compression of the per-layer pictures
+iterations: int = 100  # scoring rounds, rescoring the thinned network between them (SynFlow's 100)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-data_root: str = None  # where CIFAR-10 is (None: $SPARSE_SURVEY_DATA, else torchvision's download)
-device: str = None  # torch device (None: cuda when available)
+seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
-from myst_nb import glue
+import torch
 
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-preset: str = tutorial.resolve_preset(preset)
-tutorial.use_data_root(data_root)
-METHOD = "synflow"
-print(f"preset {preset}: {ss.experiment.PRESETS[preset]}")
+run = tutorial.parameters(preset, compressions, seeds, results, method="synflow",
+                          iterations=iterations)
+model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
-# ## The scores of a freshly initialised network
+# ## The score, by hand
 #
-# Scores of every prunable layer of the preset's model at initialization, which needs no data (SynFlow ignores the batches).
-# Higher scores are kept.
+# Copy the network, make every parameter and BatchNorm statistic positive, feed one all-ones
+# image, sum the output to $R$, and take $|w \, \partial R / \partial w|$; the package's `score`
+# must agree. No data is needed.
 
 # %%
-model, batches = tutorial.fresh_model_and_batches(preset, device=device)
-scores = ss.pruners.score(model, METHOD, batches)
+positive = ss.pruners.absolute_copy(model)
+flow = positive(torch.ones(1, *batches[0][0].shape[1:], device=batches[0][0].device)).sum()
+weights = ss.masks.prunable(positive)
+gradients = torch.autograd.grad(flow, list(weights.values()))
+scores = {n: (w.detach() * g).abs() for (n, w), g in zip(weights.items(), gradients)}
+assert all(torch.allclose(s, scores[n]) for n, s in ss.pruners.score(model, "synflow").items())
 report.score_figure(scores, "SynFlow scores per layer at initialization")
 
 # %% [markdown]
 # ## One pruning, layer by layer
 #
-# Pruning to compression `figure_compression` keeps exactly round(10^-c x N) of the N prunable
-# weights; how they spread over the layers is the method's signature.
+# Pruning to compression 1 in `iterations` rounds keeps exactly round(10^-c x N) of the N
+# prunable weights; how they spread over the layers is the method's signature.
 
 # %%
-ss.pruners.prune(model, METHOD, figure_compression, batches)
-per_layer = ss.masks.layer_densities(model)
-display(Markdown(report.markdown(
-    pd.DataFrame({"density": per_layer}).rename_axis("layer"), 4)))
-glue("synflow_density", ss.masks.density(model), display=False)
-glue("synflow_flops_fraction",
-     ss.profile.remaining_flops_fraction(model, batches[0][0].shape[1:]), display=False)
+tutorial.show(tutorial.prune_once(run, model, batches), 4)
+
+# %% [markdown]
+# ## Why the rounds: layer collapse in one shot
+#
+# Scored once, the flow favours the weights on the strongest paths and a global threshold can
+# empty a whole layer; rescored after every small step, a thinning layer's remaining weights carry
+# more of the flow and survive. The layers each way empties, on copies of the same
+# initialization (the smallest layer density besides).
+
+# %%
+collapse = []
+for c in (2, 3):
+    for rounds in (1, iterations):
+        copy = tutorial.preset_model(run.preset)[0]
+        kept = ss.pruners.prune(copy, "synflow", c, iterations=rounds)
+        density = min(float(m.float().mean()) for m in kept.values())
+        collapse.append({"compression": c, "rounds": rounds, "smallest layer density": density,
+                         "emptied layers": sum(int(m.sum()) == 0 for m in kept.values())})
+tutorial.show(pd.DataFrame(collapse).set_index("compression"), 5)
 
 # %% [markdown]
 # ## Trained across the survey's compressions
@@ -85,14 +99,4 @@ glue("synflow_flops_fraction",
 # it; its record lands in the results store, so a rerun of this notebook reuses it.
 
 # %%
-records = tutorial.runs(METHOD, compressions, preset, seeds, results=results, device=device)
-display(Markdown(report.markdown(report.table(records, "accuracy"))))
-
-# %%
-report.accuracy_figure(records)
-
-# %%
-highest, accuracy = tutorial.accuracy_at_highest_compression(records)
-glue("synflow_highest_compression", highest, display=False)
-glue("synflow_accuracy", accuracy, display=False)
-print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")
+records = tutorial.trained(run)

@@ -40,10 +40,11 @@ from torch.nn import functional as F
 
 from . import data as datasets
 from . import models, pruners
-from .experiment import environment, write_json
+from .experiment import environment
 from .profile import contended, device_name, flops, timed, timings
 from .sparse import sparsify
-from .train import Recipe, default_device, fit
+from .store import write_json
+from .train import Recipe, device_of, fit
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s, without sparsity), by a part of
 # the name torch.cuda.get_device_name gives.
@@ -137,7 +138,7 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
                 compiled: tuple[bool, ...] = (False, True), seed: int = 0) -> dict:
     """Measure the baseline and this loop (eager and compiled, at each batch size) on the same
     images; print a table and return the record."""
-    device = torch.device(device) if device else default_device()
+    device = device_of(device)
     cuda = device.type == "cuda"
     width = width if width is not None else (1.0 if cuda else 0.25)
     images = images or (50_000 if cuda else 10_000)
@@ -243,7 +244,7 @@ def bench_prune(model_name: str = "vgg16", width: float = 1.0,
             model = models.build(model_name, width=width).to(device)
             pruners.score(model, method, batches, seed=0)  # warm-up
             row = {"device": str(device), "device_name": device_name(device), "method": method,
-                   "rounds": pruners.DEFAULT_ITERATIONS.get(method, 1)}
+                   "rounds": pruners.METHODS[method].iterations}
             with timed(row, "score"):
                 _synchronized(device, pruners.score, model, method, batches, seed=0)
             for c in compressions:

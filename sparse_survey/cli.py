@@ -1,8 +1,17 @@
-"""The command line: ``python -m sparse_survey <command> ...`` (``--help`` on each command)."""
+"""The command line: ``python -m sparse_survey <command> ...`` (``--help`` on each command).
+
+Each command is a pair that stands together below: ``add_<command>`` makes its options and
+``run_<command>`` runs it. Budgets come from the presets: ``--preset`` (default ``auto``: survey
+on a GPU, laptop on a CPU) gives the model, the data and the training recipe, and each option
+overrides one of them; the recipe's options are made from :class:`~sparse_survey.train.Recipe`'s
+fields. Expected errors (bad input, missing or damaged data, an unwritable folder) print one
+``error:`` line and exit with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -10,75 +19,38 @@ import torch
 
 from . import data as datasets
 from . import masks, models, pruners
-from .data import Loader
-from .experiment import PRESETS
-from .train import SCHEDULES, Recipe, default_device, fit
+from .experiment import PRESETS, Preset, dataset, fresh_model, resolve_preset, scoring_batches
+from .train import Recipe, device_of, fit
 
 
-def add_data_options(p: argparse.ArgumentParser, dataset: str = "cifar10") -> None:
-    p.add_argument("--dataset", default=dataset, choices=datasets.DATASETS,
-                   help="data set (default: %(default)s)")
-    p.add_argument("--data-root", default=None,
-                   help="where CIFAR-10 is: a torchvision folder, an ImageFolder folder, or a .zip "
-                        "or .tar.gz of one (default: $SPARSE_SURVEY_DATA, then a download)")
-    p.add_argument("--limit-per-class", type=int, default=None, metavar="N",
-                   help="use only N images per class in each split (default: all)")
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (OSError, ValueError, FloatingPointError) as error:  # missing or damaged data too
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
-def add_model_options(p: argparse.ArgumentParser, model: str = "vgg16") -> None:
-    p.add_argument("--model", default=model, choices=models.MODELS,
-                   help="model (default: %(default)s)")
-    p.add_argument("--width", type=float, default=1.0,
-                   help="channel width multiplier (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
-    p.add_argument("--device", default=None, type=device_arg,
-                   help="torch device, e.g. cpu or cuda (default: cuda when available)")
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m sparse_survey",
+                                  description=__doc__.split("\n\n")[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    for add in (add_train, add_prune, add_profile, add_imp, add_sweep, add_report, add_bench):
+        add(commands)
+    return top
 
 
-def add_bench_model_options(p: argparse.ArgumentParser, width: float | None = 1.0,
-                            width_help: str = "width multiplier (default: %(default)s)") -> None:
-    p.add_argument("--model", default="vgg16", choices=models.MODELS,
-                   help="model (default: %(default)s)")
-    p.add_argument("--width", type=float, default=width, help=width_help)
+# ------------------------------------------------------------------------- shared options
 
-
-def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
-    p.add_argument("--method", required=required, default=None, choices=pruners.METHODS,
-                   help="pruning method" + ("" if required else " (default: none, dense)"))
-    p.add_argument("--compression", type=float, required=required, default=0.0,
-                   help="compression c: keep a fraction 10^-c of the prunable weights")
-    p.add_argument("--scope", default="global", choices=pruners.SCOPES,
-                   help="one threshold for all layers, or per layer (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="pruning rounds (default: 100 for synflow, 1 otherwise)")
-    p.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
-    p.add_argument("--batches", type=int, default=1,
-                   help="training batches that snip and grasp score on (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="images per scoring batch (default: %(default)s)")
-
-
-def add_recipe_options(p: argparse.ArgumentParser) -> None:
-    defaults = Recipe()
-    p.add_argument("--epochs", type=int, default=10, help="epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                   help="batch size (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=defaults.lr,
-                   help="peak learning rate (default: %(default)s)")
-    p.add_argument("--momentum", type=float, default=defaults.momentum,
-                   help="SGD momentum, Nesterov (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
-                   help="weight decay (default: %(default)s)")
-    p.add_argument("--schedule", default="onecycle", choices=SCHEDULES,
-                   help="learning-rate schedule; multistep drops x0.1 at 1/2 and 3/4 of the "
-                        "epochs (default: %(default)s)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def recipe_from(args: argparse.Namespace) -> Recipe:
-    return Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  momentum=args.momentum, weight_decay=args.weight_decay,
-                  schedule=args.schedule, milestones=(args.epochs / 2, args.epochs * 3 / 4))
+def command(commands, name: str, run, help: str, description: str,
+            *options) -> argparse.ArgumentParser:
+    """A command's parser: ``options`` are functions that add groups of options to it."""
+    p = commands.add_parser(name, help=help, description=description)
+    for add in options:
+        add(p)
+    p.set_defaults(run=run)
+    return p
 
 
 def device_arg(text: str) -> str:
@@ -96,181 +68,128 @@ def device_arg(text: str) -> str:
     return text
 
 
-def rewind_point(text: str) -> str | int:
-    if text == "init":
+def limit_arg(text: str) -> int | str:
+    """Images per class: a whole number >= 1, or ``all``."""
+    if text == "all":
         return text
-    if text.isdigit():
+    if text.isdigit() and int(text) >= 1:
         return int(text)
-    raise argparse.ArgumentTypeError(f"expected 'init' or a training step, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'all', got {text!r}")
 
 
-def build_for(args: argparse.Namespace, train) -> torch.nn.Module:
-    """The model named by the options, shaped for the data set, initialised from --seed."""
-    torch.manual_seed(args.seed)
-    c, h, _ = train.shape
-    return models.build(args.model, len(train.classes), c, args.width, image_size=h)
+def add_budget_options(p: argparse.ArgumentParser) -> None:
+    """``--preset`` and the options that override its model and data, the seed and device."""
+    group = p.add_argument_group("budget (default: the preset's)")
+    group.add_argument("--preset", default="auto", choices=("auto", *PRESETS),
+                       help="model, data and recipe (default: auto, survey on a GPU and laptop "
+                            "on a CPU)")
+    group.add_argument("--model", choices=models.MODELS, help="model")
+    group.add_argument("--width", type=float, help="channel width multiplier")
+    group.add_argument("--dataset", choices=datasets.DATASETS, help="data set")
+    group.add_argument("--limit-per-class", type=limit_arg, metavar="N",
+                       help="use N images per class of each split, or 'all'")
+    group.add_argument("--data-root", default=None,
+                       help="where CIFAR-10 is: a torchvision folder, an ImageFolder folder, or "
+                            "a .zip or .tar.gz of one (default: $SPARSE_SURVEY_DATA, then a "
+                            "download)")
+    group.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
+    group.add_argument("--device", default=None, type=device_arg,
+                       help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m sparse_survey", description=__doc__)
-    commands = top.add_subparsers(dest="command", required=True)
+def add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """One option per field of :class:`Recipe`, each overriding the preset's value."""
+    group = p.add_argument_group("training recipe (default: the preset's)")
+    for field in dataclasses.fields(Recipe):
+        flag, help = "--" + field.name.replace("_", "-"), field.metadata["help"]
+        if isinstance(field.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        elif isinstance(field.default, tuple):
+            group.add_argument(flag, type=float, nargs="+", metavar="EPOCH", help=help)
+        else:
+            group.add_argument(flag, type=type(field.default), help=help,
+                               choices=field.metadata.get("choices"))
 
-    train = commands.add_parser("train", help="train a dense model and report its accuracy",
-                                description="Train a dense model; print test accuracy and "
-                                            "images/s per epoch.")
-    add_model_options(train)
-    add_data_options(train)
-    add_recipe_options(train)
-    train.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
 
-    prune = commands.add_parser(
-        "prune", help="prune a freshly initialised model and print its per-layer densities",
-        description="Prune a freshly initialised model by one method; print each layer's kept "
-                    "weights and density, the totals, and how long scoring took.")
-    add_model_options(prune)
-    add_data_options(prune)
-    add_pruning_options(prune, required=True)
+def budget(args: argparse.Namespace) -> Preset:
+    """The preset named by ``--preset``, with the options given on the command line."""
+    preset = PRESETS[resolve_preset(args.preset)]
+    recipe = preset.recipe
+    if hasattr(args, "epochs"):  # a command that trains
+        changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe)
+                   if getattr(args, f.name) is not None}
+        if "milestones" in changes:
+            changes["milestones"] = tuple(changes["milestones"])
+        recipe = dataclasses.replace(recipe, **changes)
+    given = {name: getattr(args, name) for name in ("model", "width", "dataset", "limit_per_class")
+             if getattr(args, name) is not None}
+    if given.get("limit_per_class") == "all":
+        given["limit_per_class"] = None
+    return dataclasses.replace(preset, recipe=recipe, **given)
 
-    profile = commands.add_parser(
-        "profile", help="FLOPs, parameters, storage, inference time and memory of a pruned model",
-        description="Prune a freshly initialised model (or leave it dense when no --method is "
-                    "given) and print its profile record.")
-    add_model_options(profile)
-    add_data_options(profile)
-    add_pruning_options(profile, required=False)
-    profile.add_argument("--eval-batch-size", type=int, default=256,
-                         help="inference batch size (default: %(default)s)")
-    profile.add_argument("--repeats", type=int, default=5,
-                         help="timed passes over the test set (default: %(default)s)")
-    profile.add_argument("--no-memory", action="store_true",
-                         help="skip the CPU-memory probe (a fresh subprocess)")
 
-    imp = commands.add_parser(
-        "imp", help="iterative magnitude pruning with rewinding (lottery tickets)",
-        description="Train, then k times: prune by global magnitude to d^(r/k), rewind the "
-                    "survivors, retrain. Prints one row per round; the dense training and each "
-                    "round are cached, so a rerun resumes.")
-    add_model_options(imp)
-    add_data_options(imp)
-    add_recipe_options(imp)
-    imp.add_argument("--compression", type=float, required=True,
-                     help="final compression c (density 10^-c)")
-    imp.add_argument("--iters", type=int, default=4,
-                     help="prune rounds, the survey's 'IMP (k Iters)' (default: %(default)s)")
-    imp.add_argument("--rewind", type=rewind_point, default="init",
-                     help="rewind to 'init' or to training step j (default: %(default)s)")
-    imp.add_argument("--controls", action="store_true",
-                     help="also train the random-reinit and layerwise-shuffle controls")
-    imp.add_argument("--cache-dir", default=None,
-                     help="dense runs and checkpoints (default: $SPARSE_SURVEY_CACHE or "
-                          "~/.cache/sparse_survey)")
+def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
+    group = p.add_argument_group("pruning")
+    group.add_argument("--method", required=required, default=None, choices=pruners.METHODS,
+                       help="pruning method" + ("" if required else " (default: none, dense)"))
+    group.add_argument("--compression", type=float, required=required, default=0.0,
+                       help="compression c: keep a fraction 10^-c of the prunable weights")
+    group.add_argument("--scope", default="global", choices=pruners.SCOPES,
+                       help="one threshold for all layers, or per layer (default: %(default)s)")
+    group.add_argument("--iterations", type=int, default=None,
+                       help="pruning rounds (default: the method's, 100 for synflow, else 1)")
+    group.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
+    group.add_argument("--prune-batches", type=int, default=1,
+                       help="training batches that snip and grasp score on (default: "
+                            "%(default)s)")
+    group.add_argument("--prune-batch-size", type=int, default=256,
+                       help="images per scoring batch (default: %(default)s)")
+    group.add_argument("--bn-mode", default="eval", choices=pruners.BN_MODES,
+                       help="BatchNorm's mode while snip and grasp score (default: %(default)s)")
 
-    sweep = commands.add_parser(
-        "sweep", help="run a grid of configurations into the results store",
-        description="Run every configuration of a grid at a preset that is not done yet "
-                    "(finished and diverged runs are kept; failed runs and broken records are run "
-                    "again), with a progress bar. Exits 1 when a run failed.")
-    sweep.add_argument("--preset", required=True, choices=PRESETS, help="training budget")
-    sweep.add_argument("--grid", default="survey",
-                       help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
-                            "compressions) or a YAML/JSON file with methods, compressions, "
-                            "imp_iters, seeds (default: %(default)s)")
-    sweep.add_argument("--seeds", type=int, default=None,
-                       help="run seeds 0 .. N-1 (default: the grid's seeds)")
-    sweep.add_argument("--backend", default="local", choices=("local", "ray"),
-                       help="run here, or one Ray task per run (default: %(default)s)")
-    sweep.add_argument("--address", default=None,
-                       help="Ray cluster address (default: start a local Ray instance)")
-    sweep.add_argument("--results", default="results", help="store root (default: %(default)s)")
-    sweep.add_argument("--device", default=None, type=device_arg,
-                       help="torch device (default: cuda if any)")
-    sweep.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="train through torch.compile, compiled once per architecture "
-                            "(default: on CUDA only)")
-    sweep.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                       help="start no run that would end past this many seconds (estimated "
-                            "from finished runs); rerun the command to continue (local backend)")
-    sweep.add_argument("--data-root", default=None,
-                       help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA, then a download)")
-    sweep.add_argument("--cache-dir", default=None, help="IMP dense runs and checkpoints")
-    sweep.add_argument("--retry-diverged", action="store_true",
-                       help="run diverged runs again too (failed runs always are)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
 
-    report = commands.add_parser(
-        "report", help="tables and figures of a preset's stored records",
-        description="Write report.md (the survey's tables from stored records, beside the "
-                    "survey's numbers) and PNG/SVG figures.")
-    report.add_argument("--preset", required=True, help="which preset's records")
-    report.add_argument("--results", default="results", help="store root (default: %(default)s)")
-    report.add_argument("--out", default=None, help="output folder (default: reports/PRESET)")
-    report.add_argument("--compression", type=float, default=1.0,
-                        help="compression of the per-layer figures (default: %(default)s)")
+def load_data(args: argparse.Namespace, b: Preset):
+    return dataset(b.dataset, args.data_root, b.limit_per_class)
 
-    bench = commands.add_parser("bench", help="benchmarks that print figures")
-    bench_commands = bench.add_subparsers(dest="bench", required=True)
-    bench_train = bench_commands.add_parser(
-        "train", help="training images/s: a common DataLoader baseline, this loop eager and "
-                      "compiled",
-        description="Training images/s on the same images: a plain DataLoader baseline (CPU "
-                    "transforms, fp32, batch 128) and this project's loop, eager and compiled, "
-                    "at each batch size, also as a fraction of the device's peak FLOP/s. Stores "
-                    "the figures in OUT/train-MODEL-DEVICE.json.")
-    add_bench_model_options(bench_train, None, "width multiplier (default: 1 on a GPU, 0.25 on "
-                                               "a CPU)")
-    bench_train.add_argument("--images", type=int, default=None,
-                             help="training images per measurement (default: 50000 on a GPU, "
-                                  "10000 on a CPU)")
-    bench_train.add_argument("--batch-size", type=int, action="append", default=None,
-                             help="batch size of this loop, repeatable (default: 128 and 512)")
-    bench_train.add_argument("--no-compile", action="store_true",
-                             help="measure this loop eager only (compiling takes minutes on a "
-                                  "CPU)")
-    bench_train.add_argument("--device", default=None, type=device_arg,
-                             help="torch device (default: cuda if any)")
-    bench_train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
-                             help="data set (default: %(default)s)")
-    bench_train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
-    bench_train.add_argument("--out", default="results/bench",
-                             help="folder of the stored record (default: %(default)s)")
-    bench_prune = bench_commands.add_parser(
-        "prune", help="scoring and pruning time of every method",
-        description="Time each method's scoring (one round) and full pruning (100 rounds for "
-                    "SynFlow) at several compressions on a model, on the CPU and on a GPU when "
-                    "one is available. Stores the figures in OUT/prune-MODEL-DEVICE.json.")
-    add_bench_model_options(bench_prune)
-    bench_prune.add_argument("--compression", type=float, action="append", default=None,
-                             help="compression to prune to, repeatable (default: 0.05, 1 and 2)")
-    bench_prune.add_argument("--device", action="append", default=None, type=device_arg,
-                             help="device to time on, repeatable (default: cpu, and cuda if any)")
-    bench_prune.add_argument("--out", default="results/bench",
-                             help="folder of the stored record (default: %(default)s)")
-    bench_sparse = bench_commands.add_parser(
-        "sparse", help="dense masked vs CSR sparse forward time by density",
-        description="Time a pruned model's forward pass dense (masked) and with CSR sparse "
-                    "kernels at the survey's compressions and 3, at batch 1 and a larger batch.")
-    add_bench_model_options(bench_sparse)
-    bench_sparse.add_argument("--method", default="rand", choices=pruners.METHODS,
-                              help="pruning method (default: %(default)s: equal density per "
-                                   "layer)")
-    bench_sparse.add_argument("--batch", type=int, action="append", default=None,
-                              help="batch size, repeatable (default: 1 and 64)")
-    bench_sparse.add_argument("--repeats", type=int, default=5,
-                              help="timed passes per measurement (default: %(default)s)")
-    bench_sparse.add_argument("--device", default="cpu", type=device_arg,
-                              help="device (default: %(default)s)")
-    return top
+
+def pruned_model(args: argparse.Namespace, b: Preset, device: torch.device, train=None):
+    """A freshly initialised model pruned as the options say, and the seconds pruning took.
+    SNIP and GraSP score on the first ``--prune-batches`` shuffled, augmented training batches;
+    the other methods need no data."""
+    batches = None
+    if args.method is not None and pruners.METHODS[args.method].needs_data:
+        train = train or load_data(args, b)[0]
+        batches = scoring_batches(train, args.prune_batches, args.prune_batch_size, args.seed,
+                                  device)
+    shape = train.shape if train is not None else datasets.SHAPES[b.dataset]
+    model = fresh_model(b.model, b.width, shape, datasets.NUM_CLASSES[b.dataset], args.seed,
+                        device)
+    start = time.perf_counter()
+    if args.method is not None:
+        pruners.prune(model, args.method, args.compression, batches, scope=args.scope,
+                      iterations=args.iterations, invert=args.invert, seed=args.seed,
+                      input_shape=shape, bn_mode=args.bn_mode)
+    return model, time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------ train
+
+def add_train(commands) -> None:
+    p = command(commands, "train", run_train, "train a dense model and report its accuracy",
+                "Train a dense model of a preset's budget; print test accuracy and images/s per "
+                "epoch.", add_budget_options, add_recipe_options)
+    p.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
-    train, test = datasets.load(args.dataset, args.data_root, args.limit_per_class)
-    model = build_for(args, train)
-    recipe = recipe_from(args)
-    print(f"{args.model} (width {args.width}) on {train.name}: {len(train)} training, "
-          f"{len(test)} test images, device {device}")
+    b, device = budget(args), device_of(args.device)
+    train, test = load_data(args, b)
+    model = fresh_model(b.model, b.width, train.shape, len(train.classes), args.seed, device)
+    print(f"{b.model} (width {b.width:g}) on {train.name}: {len(train)} training, "
+          f"{len(test)} test images, device {device}; {b.recipe}")
     start = time.perf_counter()
-    history = fit(model, train, recipe, test, device=device, seed=args.seed,
+    history = fit(model, train, b.recipe, test, device=device, seed=args.seed,
                   compile=args.compile, progress=not args.no_progress)
     for e in history.epochs:
         print(f"epoch {e['epoch']:3d}  loss {e['train_loss']:.4f}  train acc {e['train_acc']:.4f}"
@@ -283,32 +202,21 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def pruned_model(args: argparse.Namespace, device: torch.device, train=None):
-    """A freshly initialised model pruned as the options say, and the seconds pruning took.
-    SNIP and GraSP score on the first ``--batches`` shuffled, augmented training batches."""
-    channels, height, _ = datasets.SHAPES[args.dataset]
-    batches = None
-    if args.method is not None and args.method not in pruners.DATA_FREE:
-        if train is None:
-            train, _ = datasets.load(args.dataset, args.data_root, args.limit_per_class)
-        loader = Loader(train, args.batch_size, device, train=True, seed=args.seed)
-        batches = [batch for batch, _ in zip(loader, range(args.batches))]
-    torch.manual_seed(args.seed)
-    model = models.build(args.model, datasets.NUM_CLASSES[args.dataset], channels, args.width,
-                         image_size=height).to(device)
-    start = time.perf_counter()
-    if args.method is not None:
-        pruners.prune(model, args.method, args.compression, batches, args.scope,
-                      args.iterations, args.invert, seed=args.seed,
-                      input_shape=datasets.SHAPES[args.dataset])
-    return model, time.perf_counter() - start
+# ------------------------------------------------------------------------------------ prune
+
+def add_prune(commands) -> None:
+    command(commands, "prune", run_prune,
+            "prune a freshly initialised model and print its per-layer densities",
+            "Prune a freshly initialised model by one method; print each layer's kept weights and "
+            "density, the totals, and how long scoring took.",
+            add_budget_options, lambda p: add_pruning_options(p, required=True))
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    device = torch.device(args.device) if args.device else default_device()
-    model, seconds = pruned_model(args, device)
-    rounds = args.iterations or pruners.DEFAULT_ITERATIONS.get(args.method, 1)
-    print(f"{args.method} on {args.model} (width {args.width}), compression {args.compression} "
+    b, device = budget(args), device_of(args.device)
+    model, seconds = pruned_model(args, b, device)
+    rounds = args.iterations or pruners.METHODS[args.method].iterations
+    print(f"{args.method} on {b.model} (width {b.width:g}), compression {args.compression} "
           f"(density {10 ** -args.compression:.4g}), {args.scope} scope, {rounds} round(s)")
     print(f"{'layer':28} {'shape':>16} {'kept':>10} {'total':>10} {'density':>9}")
     weights = masks.prunable(model)
@@ -323,31 +231,21 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_imp(args: argparse.Namespace) -> int:
-    from . import lottery
+# ---------------------------------------------------------------------------------- profile
 
-    device = torch.device(args.device) if args.device else default_device()
-    data = datasets.load(args.dataset, args.data_root, args.limit_per_class)
-    model = build_for(args, data[0])
-    recipe = recipe_from(args)
-    print(f"IMP on {args.model} (width {args.width}), {data[0].name} ({len(data[0])} training "
-          f"images): compression {args.compression:g} in {args.iters} rounds, rewind to "
-          f"{args.rewind}, {args.epochs} epochs a round, device {device}")
-    result = lottery.imp(model, data, args.compression, args.iters, recipe, args.rewind,
-                         args.seed, device, args.cache_dir, progress=not args.no_progress)
-    if result.dense_cached:
-        print("(dense training, and any finished rounds, reused from the cache)")
-    print(f"{'round':>5} {'density':>9} {'params':>8} {'FLOPs':>8} {'test acc':>9} "
-          f"{'best acc':>9} {'time':>8}")
-    for r in result.rounds:
-        print(f"{r['round']:5d} {r['density']:9.4f} {r['remaining_params']:8.4f} "
-              f"{r['remaining_flops']:8.4f} {r['test_acc']:9.4f} {r['best_test_acc']:9.4f} "
-              f"{r['seconds']:7.1f}s")
-    if args.controls:
-        for name, accuracy in lottery.controls(result, data, recipe, args.seed, device,
-                                               progress=not args.no_progress).items():
-            print(f"{name:>18}: test accuracy {accuracy:.4f}")
-    return 0
+def add_profile(commands) -> None:
+    p = command(commands, "profile", run_profile,
+                "FLOPs, parameters, storage, inference time and memory of a pruned model",
+                "Prune a freshly initialised model (or leave it dense when no --method is given) "
+                "and print its profile record.",
+                add_budget_options, lambda p: add_pruning_options(p, required=False))
+    p.add_argument("--eval-batch-size", type=int, default=256,
+                   help="inference batch size (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed passes over the test set (default: the preset's)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the CPU-memory probe (a fresh subprocess)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def format_value(key: str, value) -> str:
@@ -363,31 +261,129 @@ def format_value(key: str, value) -> str:
 def run_profile(args: argparse.Namespace) -> int:
     from .profile import profile
 
-    device = torch.device(args.device) if args.device else default_device()
-    train, test = datasets.load(args.dataset, args.data_root, args.limit_per_class)
-    model, _ = pruned_model(args, device, train)
+    b, device = budget(args), device_of(args.device)
+    train, test = load_data(args, b)
+    model, _ = pruned_model(args, b, device, train)
     what = f"{args.method} at compression {args.compression:g}" if args.method else "dense"
-    print(f"profile of {args.model} (width {args.width}), {what}, on {len(test)} test images "
+    print(f"profile of {b.model} (width {b.width:g}), {what}, on {len(test)} test images "
           f"of {test.name}")
-    record = profile(model, test, device, args.eval_batch_size, args.repeats,
-                     memory=not args.no_memory)
+    record = profile(model, test, device, args.eval_batch_size,
+                     args.repeats or b.profile_repeats, memory=not args.no_memory,
+                     progress=not args.no_progress)
     for key, value in record.items():
         print(f"  {key:28} {format_value(key, value)}")
     return 0
 
 
-def run_sweep(args: argparse.Namespace) -> int:
-    from .experiment import Store, estimate_seconds, grid_configs, load_grid, past_runs, sweep
-    from .report import first_line
+# -------------------------------------------------------------------------------------- imp
 
+def rewind_point(text: str) -> str | int:
+    if text in ("init", "none"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 'init', 'none' or a training step, got {text!r}")
+
+
+def add_imp(commands) -> None:
+    p = command(commands, "imp", run_imp,
+                "iterative magnitude pruning with rewinding (lottery tickets)",
+                "Train, then k times: prune by global magnitude to d^(r/k), rewind the survivors, "
+                "retrain. Prints one row per round; the dense training and each round are cached, "
+                "so a rerun resumes.", add_budget_options, add_recipe_options)
+    p.add_argument("--compression", type=float, required=True,
+                   help="final compression c (density 10^-c)")
+    p.add_argument("--iterations", type=int, default=4,
+                   help="prune rounds, the survey's 'IMP (k Iters)' (default: %(default)s)")
+    p.add_argument("--rewind", type=rewind_point, default="init",
+                   help="rewind to 'init', to training step j, or 'none' (fine-tune the "
+                        "trained survivors) (default: %(default)s)")
+    p.add_argument("--controls", action="store_true",
+                   help="also train the random-reinit and layerwise-shuffle controls")
+    p.add_argument("--cache-dir", default=None,
+                   help="dense runs and checkpoints (default: $SPARSE_SURVEY_CACHE or "
+                        "~/.cache/sparse_survey)")
+    p.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_imp(args: argparse.Namespace) -> int:
+    from . import lottery
+
+    b, device = budget(args), device_of(args.device)
+    data = load_data(args, b)
+    model = fresh_model(b.model, b.width, data[0].shape, len(data[0].classes), args.seed, device)
+    print(f"IMP on {b.model} (width {b.width:g}), {data[0].name} ({len(data[0])} training "
+          f"images): compression {args.compression:g} in {args.iterations} rounds, rewind to "
+          f"{args.rewind}, {b.recipe.epochs} epochs a round, device {device}")
+    options = {"seed": args.seed, "device": device, "progress": not args.no_progress,
+               "compile": args.compile}
+    result = lottery.imp(model, data, args.compression, args.iterations, b.recipe,
+                         rewind=args.rewind, cache_dir=args.cache_dir, **options)
+    if result.dense_cached:
+        print("(dense training, and any finished rounds, reused from the cache)")
+    print(f"{'round':>5} {'density':>9} {'params':>8} {'FLOPs':>8} {'test acc':>9} "
+          f"{'best acc':>9} {'time':>8}")
+    for r in result.rounds:
+        print(f"{r['round']:5d} {r['density']:9.4f} {r['remaining_params']:8.4f} "
+              f"{r['remaining_flops']:8.4f} {r['test_acc']:9.4f} {r['best_test_acc']:9.4f} "
+              f"{r['seconds']:7.1f}s")
+    if args.controls:
+        for name, accuracy in lottery.controls(result, data, b.recipe, **options).items():
+            print(f"{name:>18}: test accuracy {accuracy:.4f}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ sweep
+
+def add_sweep(commands) -> None:
+    p = command(commands, "sweep", run_sweep, "run a grid of configurations into the results store",
+                "Run every configuration of a grid at a preset that is not done yet (finished and "
+                "diverged runs are kept; failed runs and broken records are run again), with a "
+                "progress bar. Exits 1 when a run failed.")
+    p.add_argument("--preset", required=True, choices=("auto", *PRESETS),
+                   help="training budget (auto: survey on a GPU, laptop on a CPU)")
+    p.add_argument("--grid", default="survey",
+                   help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
+                        "compressions) or a YAML/JSON file with methods, compressions, "
+                        "imp_iterations, seeds (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="run seeds 0 .. N-1 (default: the grid's seeds)")
+    p.add_argument("--backend", default="local", choices=("local", "ray"),
+                   help="run here, or one Ray task per run (default: %(default)s)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--results", default="results", help="store root (default: %(default)s)")
+    p.add_argument("--device", default=None, type=device_arg,
+                   help="torch device (default: cuda if any)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="train through torch.compile, compiled once per architecture "
+                        "(default: on CUDA only)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="start no run that would end past this many seconds (estimated from "
+                        "finished runs); rerun the command to continue (local backend)")
+    p.add_argument("--data-root", default=None,
+                   help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA, then a download)")
+    p.add_argument("--cache-dir", default=None, help="IMP dense runs and checkpoints")
+    p.add_argument("--retry-diverged", action="store_true",
+                   help="run diverged runs again too (failed runs always are)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from .report import first_line
+    from .store import Store
+    from .sweeps import estimate_seconds, grid_configs, load_grid, past_runs, sweep
+
+    preset = resolve_preset(args.preset)
     grid = load_grid(args.grid)
     seeds = list(range(args.seeds)) if args.seeds is not None else None
-    configs = grid_configs(grid, args.preset, seeds, device=args.device, compile=args.compile)
+    configs = grid_configs(grid, preset, seeds, device=args.device, compile=args.compile)
     store = Store(args.results)
-    todo = sum(not store.done(c) for c in configs)
-    budget = f", time budget {args.time_budget:g} s" if args.time_budget else ""
-    print(f"{len(configs)} runs in the grid at preset {args.preset}, {todo} still to do{budget}; "
-          f"records in {store.root / args.preset}")
+    todo = sum(not store.done(c, args.retry_diverged) for c in configs)
+    budget_text = f", time budget {args.time_budget:g} s" if args.time_budget else ""
+    print(f"{len(configs)} runs in the grid at preset {preset}, {todo} still to do"
+          f"{budget_text}; records in {store.root / preset}")
     start = time.perf_counter()
     records = sweep(configs, store, args.backend, args.address, args.cache_dir,
                     progress=not args.no_progress, time_budget=args.time_budget,
@@ -398,7 +394,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     for r in bad:
         print(f"  {r['label']} c={r['config']['compression']:g} seed {r['config']['seed']}: "
               f"{r['status']}: {first_line(r['error'])}")
-    left = [c for c in configs if not store.done(c)]
+    left = [c for c in configs if not store.done(c, args.retry_diverged)]
     if left:
         past = past_runs(store, left)
         estimates = [estimate_seconds(c, records, past) for c in left]
@@ -413,9 +409,22 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# ----------------------------------------------------------------------------------- report
+
+def add_report(commands) -> None:
+    p = command(commands, "report", run_report, "tables and figures of a preset's stored records",
+                "Write report.md (the survey's tables from stored records, beside the survey's "
+                "numbers) and PNG/SVG figures.")
+    p.add_argument("--preset", required=True, help="which preset's records")
+    p.add_argument("--results", default="results", help="store root (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output folder (default: reports/PRESET)")
+    p.add_argument("--compression", type=float, default=1.0,
+                   help="compression of the per-layer figures (default: %(default)s)")
+
+
 def run_report(args: argparse.Namespace) -> int:
-    from .experiment import Store
     from .report import write_report
+    from .store import Store
 
     store = Store(args.results)
     records = store.records(args.preset)
@@ -432,6 +441,67 @@ def run_report(args: argparse.Namespace) -> int:
                         args.compression)
     print(f"wrote {path} and its figures ({len(records)} records)")
     return 0
+
+
+# ------------------------------------------------------------------------------------ bench
+
+def add_bench(commands) -> None:
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    benches = bench.add_subparsers(dest="bench", required=True)
+
+    def model_options(p, width: float | None, width_help: str) -> None:
+        p.add_argument("--model", default="vgg16", choices=models.MODELS,
+                       help="model (default: %(default)s)")
+        p.add_argument("--width", type=float, default=width, help=width_help)
+
+    train = benches.add_parser(
+        "train", help="training images/s: a common DataLoader baseline, this loop eager and "
+                      "compiled",
+        description="Training images/s on the same images: a plain DataLoader baseline (CPU "
+                    "transforms, fp32, batch 128) and this project's loop, eager and compiled, "
+                    "at each batch size, also as a fraction of the device's peak FLOP/s. Stores "
+                    "the figures in OUT/train-MODEL-DEVICE.json.")
+    model_options(train, None, "width multiplier (default: 1 on a GPU, 0.25 on a CPU)")
+    train.add_argument("--images", type=int, default=None,
+                       help="training images per measurement (default: 50000 on a GPU, 10000 "
+                            "on a CPU)")
+    train.add_argument("--batch-size", type=int, action="append", default=None,
+                       help="batch size of this loop, repeatable (default: 128 and 512)")
+    train.add_argument("--no-compile", action="store_true",
+                       help="measure this loop eager only (compiling takes minutes on a CPU)")
+    train.add_argument("--device", default=None, type=device_arg,
+                       help="torch device (default: cuda if any)")
+    train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
+                       help="data set (default: %(default)s)")
+    train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
+    train.add_argument("--out", default="results/bench",
+                       help="folder of the stored record (default: %(default)s)")
+    prune = benches.add_parser(
+        "prune", help="scoring and pruning time of every method",
+        description="Time each method's scoring (one round) and full pruning (100 rounds for "
+                    "SynFlow) at several compressions on a model, on the CPU and on a GPU when "
+                    "one is available. Stores the figures in OUT/prune-MODEL-DEVICE.json.")
+    model_options(prune, 1.0, "width multiplier (default: %(default)s)")
+    prune.add_argument("--compression", type=float, action="append", default=None,
+                       help="compression to prune to, repeatable (default: 0.05, 1 and 2)")
+    prune.add_argument("--device", action="append", default=None, type=device_arg,
+                       help="device to time on, repeatable (default: cpu, and cuda if any)")
+    prune.add_argument("--out", default="results/bench",
+                       help="folder of the stored record (default: %(default)s)")
+    sparse = benches.add_parser(
+        "sparse", help="dense masked vs CSR sparse forward time by density",
+        description="Time a pruned model's forward pass dense (masked) and with CSR sparse "
+                    "kernels at the survey's compressions and 3, at batch 1 and a larger batch.")
+    model_options(sparse, 1.0, "width multiplier (default: %(default)s)")
+    sparse.add_argument("--method", default="rand", choices=pruners.METHODS,
+                        help="pruning method (default: %(default)s: equal density per layer)")
+    sparse.add_argument("--batch", type=int, action="append", default=None,
+                        help="batch size, repeatable (default: 1 and 64)")
+    sparse.add_argument("--repeats", type=int, default=5,
+                        help="timed passes per measurement (default: %(default)s)")
+    sparse.add_argument("--device", default="cpu", type=device_arg,
+                        help="device (default: %(default)s)")
+    bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -453,15 +523,3 @@ def run_bench(args: argparse.Namespace) -> int:
     path = save(record, args.out, f"{args.bench}-{args.model}-{device_slug(device)}")
     print(f"stored in {path}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        commands = {"train": run_train, "prune": run_prune, "imp": run_imp,
-                    "profile": run_profile, "sweep": run_sweep, "report": run_report,
-                    "bench": run_bench}
-        return commands[args.command](args)
-    except (OSError, ValueError, FloatingPointError) as error:  # missing or damaged data too
-        print(f"error: {error}", file=sys.stderr)
-        return 2

@@ -188,8 +188,7 @@ def cifar10(root=None, download: bool = True, cache_dir=None) -> tuple[ImageSet,
         "  - with internet: let torchvision download it (the default), or\n"
         "  - pass root=... (command line: --data-root) or set SPARSE_SURVEY_DATA to a folder\n"
         "    holding torchvision's cifar-10-batches-py, or to an ImageFolder-layout folder\n"
-        "    (train/<class>/*.jpg, test/<class>/*.jpg), or to a .zip or .tar.gz of one\n"
-        "    (e.g. ../shared/data/cifar10-jpeg.tar.gz).")
+        "    (train/<class>/*.jpg, test/<class>/*.jpg), or to a .zip or .tar.gz of one.")
 
 
 def _find_cifar10(path: Path) -> Path | None:

@@ -5,7 +5,9 @@ network; then ``k`` times: prune by global magnitude to ``d**(r/k)`` of all prun
 choosing only among the still-unpruned ones (so masks are nested), rewind the surviving weights
 (and every other parameter and BatchNorm statistic) to their values at the rewind point, and train
 again. The rewind point is initialization (``rewind="init"``, Frankle & Carbin 2019) or training
-step ``j`` of the dense run (``rewind=j``, Frankle et al. 2020); each retraining runs the full
+step ``j`` of the dense run (``rewind=j``, Frankle et al. 2020); ``rewind="none"`` keeps the
+trained weights instead (pruning with fine-tuning, the variant of Han et al. 2015 and Renda et
+al. 2020 that the Lottery Ticket papers compare against). Each retraining runs the full
 recipe from the rewound weights.
 
 The dense training depends only on the initial weights, the data, the recipe, the seed and the
@@ -36,7 +38,7 @@ from . import masks, models, pruners
 from .data import ImageSet, default_cache_dir
 from .files import atomic_write
 from .profile import remaining_flops_fraction
-from .train import Recipe, default_device, fit
+from .train import Recipe, device_of, fit
 
 
 @dataclass
@@ -56,13 +58,13 @@ class IMPResult:
         return self.rounds[-1]
 
 
-def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, iters: int,
-        recipe: Recipe, rewind: str | int = "init", seed: int = 0,
+def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
+        iterations: int, recipe: Recipe, *, rewind: str | int = "init", seed: int = 0,
         device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
         progress: bool = True, eval_every: int = 1, compile: bool = False) -> IMPResult:
     """Run IMP on ``model`` (freshly initialised; trained and pruned in place).
 
-    ``iters`` is the number of prune rounds (the survey's "IMP (k Iters)"). ``data`` is the
+    ``iterations`` is the number of prune rounds (the survey's "IMP (k Iters)"). ``data`` is the
     ``(train, test)`` pair; ``seed`` fixes data order and augmentation (round ``r`` trains with
     ``seed + r``). Dense runs and checkpoints live in ``cache_dir/imp`` (default cache:
     ``$SPARSE_SURVEY_CACHE``, i.e. ``~/.cache/sparse_survey``). A diverged round raises
@@ -70,21 +72,25 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
     and after its last (evaluation does not change the training). ``compile`` trains through
     ``torch.compile``.
     """
-    if iters < 1:
-        raise ValueError(f"iters (prune rounds) must be at least 1, got {iters}")
-    if not (rewind == "init" or (isinstance(rewind, int) and rewind >= 0)):
-        raise ValueError(f"rewind must be 'init' or a training step >= 0, got {rewind!r}")
+    if iterations < 1:
+        raise ValueError(f"iterations (prune rounds) must be at least 1, got {iterations}")
+    if not (rewind in REWIND_POINTS or (isinstance(rewind, int) and rewind >= 0)):
+        raise ValueError(f"rewind must be 'init', 'none' or a training step >= 0, got {rewind!r}")
     steps = recipe.epochs * (len(data[0]) // recipe.batch_size)
-    if rewind != "init" and rewind > steps:
+    if isinstance(rewind, int) and rewind > steps:
         raise ValueError(f"rewind step {rewind} is beyond the {steps} training steps")
     sizes = {n: w.numel() for n, w in masks.prunable(model).items()}
     pruners.check_survivors(pruners.density_of(compression), sizes, "global")
-    device = torch.device(device) if device is not None else default_device()
-    train, test = data
+    device = device_of(device)
     model.to(device)
+    train, test = data
+    training = {"data": data, "recipe": recipe, "seed": seed, "device": device,
+                "progress": progress, "eval_every": eval_every, "compile": compile}
     cache = Path(cache_dir or default_cache_dir()) / "imp"
-    key = run_key(model, train, test, recipe, seed, rewind)
-    checkpoint = cache / f"{key}-c{compression:g}-k{iters}.pt"
+    trained_from = rewind if isinstance(rewind, int) else "init"  # what the dense run keeps
+    key = run_key(model, train, test, recipe, seed, trained_from)
+    checkpoint = (cache / f"{run_key(model, train, test, recipe, seed, rewind)}"
+                          f"-c{compression:g}-k{iterations}.pt")
 
     state = _load(checkpoint, device, ("rounds", "rewind_state", "masks", "model"))
     if state is not None:  # resume after the last finished round
@@ -92,22 +98,24 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float, i
         model.load_state_dict(state["model"])
         rounds, rewind_state, cached = state["rounds"], state["rewind_state"], True
     else:
-        rewind_state, dense, cached = _dense_training(model, train, test, recipe, seed, rewind,
-                                                      device, cache / f"{key}-dense.pt",
-                                                      progress, eval_every, compile)
+        rewind_state, dense, cached = _dense_training(model, trained_from,
+                                                      cache / f"{key}-dense.pt", training)
         rounds = [dense]
-    bar = tqdm(total=iters, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
+    bar = tqdm(total=iterations, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
                unit="round", disable=not progress)
-    for r in range(len(rounds), iters + 1):
-        current = pruners.prune(model, "mag", compression * r / iters)  # among the survivors
-        rewind_to(model, rewind_state, current)
-        rounds.append(_train_round(r, model, train, test, recipe, seed, device, progress,
-                                   eval_every, compile=compile))
+    for r in range(len(rounds), iterations + 1):
+        current = pruners.prune(model, "mag", compression * r / iterations)  # among survivors
+        if rewind != "none":  # else the survivors keep their trained values (fine-tuning)
+            rewind_to(model, rewind_state, current)
+        rounds.append(_train_round(r, model, **training))
         _save(checkpoint, {"rounds": rounds, "rewind_state": rewind_state,
                            "masks": masks.get(model), "model": model.state_dict()})
         bar.update()
     bar.close()
     return IMPResult(model, masks.get(model), rewind_state, rounds, cached)
+
+
+REWIND_POINTS = ("init", "none")  # besides a training step
 
 
 def rewind_to(model: nn.Module, state: dict[str, torch.Tensor],
@@ -120,11 +128,10 @@ def rewind_to(model: nn.Module, state: dict[str, torch.Tensor],
     return model
 
 
-def _dense_training(model, train, test, recipe, seed, rewind, device, path, progress,
-                    eval_every, compile):
+def _dense_training(model: nn.Module, rewind: str | int, path: Path, training: dict):
     """Train the dense model (or load it from ``path``); return the rewind state, the round-0
-    record and whether it came from the cache."""
-    saved = _load(path, device, ("model", "rewind_state", "record"))
+    record and whether it came from the cache. ``training``: :func:`_train_round`'s options."""
+    saved = _load(path, training["device"], ("model", "rewind_state", "record"))
     if saved is not None:
         model.load_state_dict(saved["model"])
         return saved["rewind_state"], saved["record"], True
@@ -135,18 +142,20 @@ def _dense_training(model, train, test, recipe, seed, rewind, device, path, prog
         if step == rewind:
             kept["state"] = copy.deepcopy(m.state_dict())
 
-    record = _train_round(0, model, train, test, recipe, seed, device, progress, eval_every,
-                          on_step=None if rewind in ("init", 0) else keep_rewind_point,
-                          compile=compile)
+    record = _train_round(0, model, **training,
+                          on_step=None if rewind in ("init", 0) else keep_rewind_point)
     rewind_state = kept.get("state", init)  # imp() checked that the rewind step is reached
     _save(path, {"model": model.state_dict(), "rewind_state": rewind_state, "record": record})
     return rewind_state, record, False
 
 
-def _train_round(r, model, train, test, recipe, seed, device, progress, eval_every,
-                 on_step=None, compile=False) -> dict:
+def _train_round(r: int, model: nn.Module, *, data: tuple[ImageSet, ImageSet], recipe: Recipe,
+                 seed: int, device: torch.device, progress: bool, eval_every: int,
+                 compile: bool, on_step=None) -> dict:
+    """Train round ``r`` (0: the dense network) with data seed ``seed + r``; its record."""
+    train, test = data
     start = time.perf_counter()
-    history = fit(model, train, recipe, test, device, seed + r, progress=progress,
+    history = fit(model, train, recipe, test, device=device, seed=seed + r, progress=progress,
                   eval_every=eval_every, on_step=on_step, compile=compile,
                   desc=f"round {r}" if r else "dense")
     if history.diverged:
@@ -230,16 +239,16 @@ def control_ticket(result: IMPResult, kind: str, seed: int = 0) -> nn.Module:
     return shuffle_masks(model, result.rewind_state, seed + 10_000)
 
 
-def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe, seed: int = 0,
-             device: str | torch.device | None = None, progress: bool = True,
+def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe, *,
+             seed: int = 0, device: str | torch.device | None = None, progress: bool = True,
              eval_every: int = 1, compile: bool = False) -> dict[str, float]:
     """Final test accuracy of the winning ticket beside its random-reinit and layerwise-shuffle
     controls, each trained like the last IMP round (same recipe and data seed)."""
     train, test = data
     out = {"winning ticket": result.final["test_acc"]}
     for kind, name in CONTROLS.items():
-        history = fit(control_ticket(result, kind, seed), train, recipe, test, device,
-                      seed + result.final["round"], progress=progress, eval_every=eval_every,
-                      compile=compile, desc=name)
+        history = fit(control_ticket(result, kind, seed), train, recipe, test, device=device,
+                      seed=seed + result.final["round"], progress=progress,
+                      eval_every=eval_every, compile=compile, desc=name)
         out[name] = float("nan") if history.diverged else history.final["test_acc"]
     return out

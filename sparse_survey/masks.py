@@ -50,8 +50,9 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     apply(model)
 
 
-def detach(model: nn.Module) -> None:
-    """Remove every mask (the weights keep their current values)."""
+def remove(model: nn.Module) -> None:
+    """Remove every mask (the weights keep their current values), as
+    ``torch.nn.utils.prune.remove`` does."""
     for layer in prunable_layers(model).values():
         if hasattr(layer, MASK):
             delattr(layer, MASK)

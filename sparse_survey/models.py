@@ -1,7 +1,7 @@
 """The model zoo: CIFAR-style VGG (11/16/19), the CIFAR ResNet-20 and a small MLP.
 
 Every model is made by one entry point, :func:`build`. The VGG family follows the convention of
-the Synaptic-Flow code base that the survey used (see ``design.md`` section 4): 3x3 convolutions
+the Synaptic-Flow code base that the survey used (the book's background chapter): 3x3 convolutions
 with bias, each followed by BatchNorm and ReLU, max-pools between stages, no final max-pool, a
 global average pool (the 2x2 average pool at 32x32 input) and a single ``Linear(512 * width,
 num_classes)``. VGG16 at width 1 has 14,728,266 parameters, 14,715,584 of them prunable.

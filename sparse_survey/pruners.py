@@ -1,9 +1,11 @@
 """Pruning scores and pruning: Rand, Mag, SNIP, GraSP and SynFlow.
 
+:data:`METHODS` is the one registry of the methods: each :class:`Method` names its score function,
+the survey's label, whether it scores on data and its default number of rounds; everything else
+(the command line, run configurations, the survey's grid, the order of table columns) reads it.
 :func:`score` gives one score per prunable weight (higher = keep); :func:`prune` turns scores into
 masks that keep an exact number of weights, in one or several rounds, and attaches them to the
-model.
-Conventions (``design.md`` section 4):
+model. The conventions (stated in the book's method chapters):
 
 - ``rand``    i.i.d. standard normal;
 - ``mag``     ``|w|``;
@@ -14,24 +16,27 @@ Conventions (``design.md`` section 4):
 - ``synflow`` ``|w * dR/dw|`` with ``R`` the summed output of the network whose parameters and
   buffers are all replaced by their absolute values, fed one all-ones input (Tanaka et al. 2020).
 
-Scoring runs with BatchNorm in eval mode, sums gradients over all given batches (cross-entropy with
-mean reduction), and leaves the model as it found it: weights, BatchNorm statistics, train/eval
-mode and ``.grad`` are untouched (gradients come from ``torch.autograd.grad``; SynFlow works on a
-copy).
+Scoring sums gradients over all given batches (cross-entropy with mean reduction) with BatchNorm
+in eval mode, the Synaptic-Flow code's convention; ``bn_mode="train"`` scores SNIP and GraSP with
+batch statistics instead, as their original code does. Scoring leaves the model as it found it:
+weights, BatchNorm statistics, train/eval mode and ``.grad`` are untouched (gradients come from
+``torch.autograd.grad``; SynFlow works on a copy).
 
 Compression ``c`` means density ``d = 10**-c`` of the prunable weights. Pruning in ``k`` rounds
-reaches ``d**(r/k)`` after round ``r``, rescoring the masked model each round; only weights still
-alive compete, so masks are nested. ``global`` scope keeps exactly ``round(d * N)`` of all ``N``
-prunable weights; ``local`` scope keeps ``round(d * n)`` of each layer's ``n``. Ties are broken
-towards the lower flat index, so a mask is a deterministic function of its scores.
+(``iterations``) reaches ``d**(r/k)`` after round ``r``, rescoring the masked model each round;
+only weights still alive compete, so masks are nested. ``global`` scope keeps exactly
+``round(d * N)`` of all ``N`` prunable weights; ``local`` scope keeps ``round(d * n)`` of each
+layer's ``n``. Ties are broken towards the lower flat index, so a mask is a deterministic function
+of its scores.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,70 +44,134 @@ from torch.nn import functional as F
 
 from . import masks as masking
 
-METHODS = ("rand", "mag", "snip", "grasp", "synflow")
-DATA_FREE = ("rand", "mag", "synflow")
 SCOPES = ("global", "local")
+BN_MODES = ("eval", "train")
 SURVEY_COMPRESSIONS = (0.05, 0.1, 0.2, 0.5, 1, 2)  # the survey's grid: density 10**-c
-DEFAULT_ITERATIONS = {"synflow": 100}
 GRASP_TEMPERATURE = 200.0
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+Scores = dict[str, torch.Tensor]
 
 
-def score(model: nn.Module, method: str, batches: Batches | None = None, seed: int | None = None,
-          input_shape: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+# ------------------------------------------------------------------------------ the scores
+
+def random_scores(model: nn.Module, batches: list | None = None, seed: int | None = None,
+                  input_shape: tuple[int, ...] | None = None) -> Scores:
+    """Rand: i.i.d. standard normal scores (``seed``: default, torch's global generator)."""
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    return {n: torch.randn(w.shape, generator=g).to(w.device)
+            for n, w in masking.prunable(model).items()}
+
+
+def magnitude_scores(model: nn.Module, batches: list | None = None, seed: int | None = None,
+                     input_shape: tuple[int, ...] | None = None) -> Scores:
+    """Mag: ``|w|``."""
+    return {n: w.detach().abs() for n, w in masking.prunable(model).items()}
+
+
+def snip_scores(model: nn.Module, batches: list, seed: int | None = None,
+                input_shape: tuple[int, ...] | None = None) -> Scores:
+    """SNIP: ``|w * dL/dw|``, the loss gradient summed over ``batches``."""
+    grads = loss_gradient(model, batches)
+    return {n: (w.detach() * grads[n]).abs() for n, w in masking.prunable(model).items()}
+
+
+def grasp_scores(model: nn.Module, batches: list, seed: int | None = None,
+                 input_shape: tuple[int, ...] | None = None) -> Scores:
+    """GraSP: ``w * (H g)``, signed (see :func:`hessian_gradient_product`)."""
+    hg = hessian_gradient_product(model, batches)
+    return {n: w.detach() * hg[n] for n, w in masking.prunable(model).items()}
+
+
+def synflow_scores(model: nn.Module, batches: list | None = None, seed: int | None = None,
+                   input_shape: tuple[int, ...] | None = None) -> Scores:
+    """SynFlow's ``|w * dR/dw|`` on an absolute-valued copy of the model, all-ones input of
+    ``input_shape`` (default: the first batch's, else ``(C, 32, 32)`` for a first convolution).
+
+    Computed in float32 first; if ``R`` or a score overflows there, again in float64. Pruned
+    weights are zero in the copy, so they carry no flow."""
+    input_shape = input_shape or _input_shape(model, batches)
+    for dtype in (torch.float32, torch.float64):
+        scores = _synflow_in(model, input_shape, dtype)
+        if all(torch.isfinite(s).all() for s in scores.values()):
+            return scores
+    raise FloatingPointError("SynFlow scores overflow even in float64; prune in more rounds or "
+                             "use a shallower model")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pruning method at initialization: its name, the survey's label, its score function
+    ``scores(model, batches, seed, input_shape)``, whether it scores on data, and its default
+    number of rounds (``iterations``)."""
+
+    name: str
+    label: str
+    scores: Callable[..., Scores]
+    needs_data: bool = False
+    iterations: int = 1
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (  # in the survey's column order
+    Method("rand", "Rand", random_scores),
+    Method("mag", "Mag", magnitude_scores),
+    Method("snip", "SNIP", snip_scores, needs_data=True),
+    Method("grasp", "GraSP", grasp_scores, needs_data=True),
+    Method("synflow", "SynFlow", synflow_scores, iterations=100),
+)}
+
+
+def _method(name: str) -> Method:
+    """The registered method of this name, or a clear error."""
+    if name not in METHODS:
+        raise ValueError(f"unknown pruning method {name!r}; known methods: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def score(model: nn.Module, method: str, batches: Batches | None = None,
+          seed: int | None = None, input_shape: tuple[int, ...] | None = None,
+          bn_mode: str = "eval") -> Scores:
     """Score every prunable weight of ``model`` (higher = more worth keeping).
 
-    ``batches`` (``(inputs, targets)`` pairs) are needed by ``snip`` and ``grasp``; ``seed`` seeds
-    ``rand`` (default: torch's global generator); ``input_shape`` (one input, no batch dimension)
-    is SynFlow's, taken from the first batch when given, else guessed from the first layer
-    (``(C, 32, 32)`` for a convolution).
+    ``batches`` (``(inputs, targets)`` pairs) are needed by the methods that score on data (SNIP,
+    GraSP), which see BatchNorm in ``bn_mode``; ``seed`` seeds Rand; ``input_shape`` (one input,
+    no batch dimension) is SynFlow's.
     """
-    _check_method(method)
-    batches = _materialize(method, batches)
-    weights = masking.prunable(model)
-    if method == "rand":
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
-        return {n: torch.randn(w.shape, generator=g).to(w.device) for n, w in weights.items()}
-    if method == "mag":
-        return {n: w.detach().abs() for n, w in weights.items()}
-    with _eval_mode(model):
-        if method == "snip":
-            grads = loss_gradient(model, batches)
-            return {n: (w.detach() * grads[n]).abs() for n, w in weights.items()}
-        if method == "grasp":
-            hg = hessian_gradient_product(model, batches)
-            return {n: w.detach() * hg[n] for n, w in weights.items()}
-    return synflow_scores(model, input_shape or _input_shape(model, batches))
+    chosen = _method(method)
+    _check_bn_mode(chosen, bn_mode)
+    batches = _materialize(chosen, batches)
+    with scoring_mode(model, bn_mode):
+        return chosen.scores(model, batches, seed=seed, input_shape=input_shape)
 
 
 def prune(model: nn.Module, method: str, compression: float, batches: Batches | None = None,
-          scope: str = "global", iterations: int | None = None, invert: bool = False,
+          *, scope: str = "global", iterations: int | None = None, invert: bool = False,
           seed: int | None = None, input_shape: tuple[int, ...] | None = None,
-          ) -> dict[str, torch.Tensor]:
+          bn_mode: str = "eval") -> dict[str, torch.Tensor]:
     """Prune ``model`` to density ``10**-compression`` and return its masks (also attached).
 
-    ``iterations`` rounds (default 100 for SynFlow, 1 otherwise) follow the exponential schedule;
-    scores are recomputed on the masked model each round, and only surviving weights compete.
-    ``invert=True`` keeps the lowest scores instead (the inversion control). Masks the model
-    already carries are respected: pruning never revives a weight. A pruning that leaves a layer
-    with no weight at all (layer collapse) warns.
+    ``iterations`` rounds (default: the method's, 100 for SynFlow, 1 otherwise) follow the
+    exponential schedule; scores are recomputed on the masked model each round, and only
+    surviving weights compete. ``invert=True`` keeps the lowest scores instead (the inversion
+    control). Masks the model already carries are respected: pruning never revives a weight. A
+    pruning that leaves a layer with no weight at all (layer collapse) warns.
     """
-    _check_method(method)
+    chosen = _method(method)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; known scopes: {', '.join(SCOPES)}")
-    iterations = DEFAULT_ITERATIONS.get(method, 1) if iterations is None else iterations
+    iterations = chosen.iterations if iterations is None else iterations
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
+    _check_bn_mode(chosen, bn_mode)
     density = density_of(compression)
     sizes = {n: w.numel() for n, w in masking.prunable(model).items()}
     check_survivors(density, sizes, scope)
-    batches = _materialize(method, batches)
+    batches = _materialize(chosen, batches)
     current = masking.get(model)
     for r in range(1, iterations + 1):
         target = density ** (r / iterations)
         round_seed = None if seed is None else seed + r
-        scores = score(model, method, batches, round_seed, input_shape)
+        scores = score(model, method, batches, round_seed, input_shape, bn_mode)
         current = select(scores, current, target, scope, invert)
         masking.attach(model, current)
     emptied = [name for name, mask in current.items() if not mask.any()]
@@ -163,7 +232,7 @@ def layerwise_shuffle(masks: dict[str, torch.Tensor], seed: int = 0) -> dict[str
             for n, m in masks.items()}
 
 
-# ------------------------------------------------------------------------------ the scores
+# ------------------------------------------------------------------------ gradients and flow
 
 def _batch_gradient(model: nn.Module, weights: dict[str, nn.Parameter], x: torch.Tensor,
                     y: torch.Tensor, temperature: float, create_graph: bool = False):
@@ -200,25 +269,19 @@ def hessian_gradient_product(model: nn.Module, batches: list,
     return total
 
 
-def synflow_scores(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """SynFlow's ``|w * dR/dw|`` on an absolute-valued copy of the model, all-ones input.
-
-    Computed in float32 first; if ``R`` or a score overflows there, again in float64. Pruned
-    weights are zero in the copy, so they carry no flow."""
-    for dtype in (torch.float32, torch.float64):
-        scores = _synflow_in(model, input_shape, dtype)
-        if all(torch.isfinite(s).all() for s in scores.values()):
-            return scores
-    raise FloatingPointError("SynFlow scores overflow even in float64; prune in more rounds or "
-                             "use a shallower model")
-
-
-def _synflow_in(model: nn.Module, input_shape, dtype) -> dict[str, torch.Tensor]:
+def absolute_copy(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """SynFlow's network: an eval-mode copy of ``model`` in ``dtype`` whose every parameter and
+    floating-point buffer (BatchNorm statistics included) is replaced by its absolute value."""
     net = copy.deepcopy(model).to(dtype).eval()
     with torch.no_grad():
         for t in [*net.parameters(), *net.buffers()]:
             if t.is_floating_point():
                 t.abs_()
+    return net
+
+
+def _synflow_in(model: nn.Module, input_shape, dtype) -> dict[str, torch.Tensor]:
+    net = absolute_copy(model, dtype)
     weights = masking.prunable(net)
     device = next(net.parameters()).device
     r = net(torch.ones(1, *input_shape, dtype=dtype, device=device)).sum()
@@ -228,21 +291,25 @@ def _synflow_in(model: nn.Module, input_shape, dtype) -> dict[str, torch.Tensor]
 
 # ------------------------------------------------------------------------------ checks and helpers
 
-def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; known methods: {', '.join(METHODS)}")
+def _check_bn_mode(chosen: Method, bn_mode: str) -> None:
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"unknown BatchNorm mode {bn_mode!r}; known: {', '.join(BN_MODES)}")
+    if bn_mode != "eval" and not chosen.needs_data:
+        raise ValueError(f"bn_mode applies to the methods that score on data "
+                         f"({', '.join(m for m in METHODS if METHODS[m].needs_data)}), not to "
+                         f"{chosen.name}")
 
 
-def _materialize(method: str, batches: Batches | None) -> list | None:
+def _materialize(chosen: Method, batches: Batches | None) -> list | None:
     """Batches as a list (they are used once per round); an error if a method needs data."""
     if batches is None:
-        if method not in DATA_FREE:
-            raise ValueError(f"{method} scores weights by the loss on data: pass batches=... "
-                             "(an iterable of (inputs, targets) pairs)")
+        if chosen.needs_data:
+            raise ValueError(f"{chosen.name} scores weights by the loss on data: pass "
+                             "batches=... (an iterable of (inputs, targets) pairs)")
         return None
     batches = batches if isinstance(batches, list) else list(batches)
-    if not batches and method not in DATA_FREE:
-        raise ValueError(f"{method} was given an empty iterable of batches")
+    if not batches and chosen.needs_data:
+        raise ValueError(f"{chosen.name} was given an empty iterable of batches")
     return batches
 
 
@@ -267,12 +334,22 @@ def _input_shape(model: nn.Module, batches: list | None) -> tuple[int, ...]:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
-    """Put a model in eval mode for a block and restore every module's mode afterwards."""
+def scoring_mode(model: nn.Module, bn_mode: str = "eval"):
+    """The model in eval mode for a block, with its BatchNorm layers in ``bn_mode``; afterwards
+    every module's mode and every BatchNorm running statistic are as they were (train mode
+    updates them)."""
     modes = {m: m.training for m in model.modules()}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    statistics = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     model.eval()
+    for m in norms:
+        m.train(bn_mode == "train")
     try:
         yield
     finally:
         for m, mode in modes.items():
             m.training = mode
+        for m, saved in zip(norms, statistics):
+            with torch.no_grad():
+                for k, v in m.state_dict().items():
+                    v.copy_(saved[k])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -19,11 +20,15 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from . import pruners
+from .experiment import RunConfig
 from .profile import contended as profile_contended
 
-METHOD_ORDER = ["Rand", "Mag", "SNIP", "GraSP", "SynFlow",
-                "IMP (2 Iters)", "IMP (3 Iters)", "IMP (4 Iters)"]
 MIB, GB = 2**20, 1e9
+ONE_SHOT = [method.label for method in pruners.METHODS.values()]  # the survey's column order
+IMP_LABEL = re.compile(r"IMP \((\d+) Iters")  # IMP's column, variants and controls
+TRAIN_MODE_BN = [RunConfig.from_preset("smoke", name, 1, bn_mode="train").label
+                 for name, method in pruners.METHODS.items() if method.needs_data]
 
 
 class Table(NamedTuple):
@@ -83,9 +88,13 @@ def contended(record: dict, name: str) -> bool | None:
 
 
 def survey_runs(records: list[dict]) -> list[dict]:
-    """The records of the survey's own columns: without the Lottery Ticket control runs (which
-    the LTH notebook shows on their own)."""
-    return [r for r in records if not r["config"].get("control")]
+    """The records of the survey's own columns (the five one-shot methods and IMP with k rounds,
+    each with the survey's settings) and, as columns of their own, the methods that score on data
+    scored with BatchNorm in train mode as their authors' code does (:data:`TRAIN_MODE_BN`, the
+    one hidden choice the ablations show to move the results). Without the Lottery Ticket
+    controls (the LTH notebook shows them) and the other variants (the ablations notebook)."""
+    return [r for r in records if r["label"] in ONE_SHOT or r["label"] in TRAIN_MODE_BN
+            or re.fullmatch(r"IMP \(\d+ Iters\)", r["label"])]
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
@@ -119,7 +128,28 @@ def label_key(label: str) -> str:
 
 
 def _ordered(labels) -> list[str]:
-    return [m for m in METHOD_ORDER if m in labels] + sorted(set(labels) - set(METHOD_ORDER))
+    """Method labels in the survey's order: the one-shot methods as registered, each followed by
+    its variants, then IMP by rounds (its variants and controls after it), then the rest."""
+    def rank(label: str) -> tuple:
+        base = next((i for i, name in enumerate(ONE_SHOT)
+                     if label == name or label.startswith(f"{name} (")), None)
+        if base is not None:
+            return 0, base, label != ONE_SHOT[base], label
+        imp = IMP_LABEL.match(label)
+        if imp:
+            return 1, int(imp.group(1)), label != f"{imp.group(0)})", label
+        return 2, 0, False, label
+
+    return sorted(set(labels), key=rank)
+
+
+def nearest_compression(records: list[dict], compression: float) -> float:
+    """The compression of a finished record nearest to ``compression`` (for a picture asked for
+    at a compression that was not run)."""
+    finished = {r["config"]["compression"] for r in records if r["status"] == "finished"}
+    if not finished:
+        raise ValueError("no finished run to draw")
+    return min(finished, key=lambda c: abs(c - compression))
 
 
 def summary(records: list[dict], name: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -238,6 +268,70 @@ def depth_profile(records: list[dict], compression: float, last: int = 4) -> pd.
         rows[method] = {f"first {last} layers": early, f"last {last} layers": late,
                         "late / early": late / early if early else math.inf}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+
+def effects(records: list[dict], baseline: str, variant: str,
+            name: str = "accuracy") -> pd.DataFrame:
+    """What a hidden choice moves: per compression, the mean of table ``name`` for the
+    ``baseline`` label and the ``variant`` label, their difference (variant - baseline), and the
+    seed-to-seed spread beside it (the larger standard deviation over seeds of the two; NaN with
+    one seed each) and the seeds behind each mean."""
+    mean, std, count = summary(records, name)
+    rows = {}
+    for c in mean.index:
+        if baseline not in mean or variant not in mean or \
+                math.isnan(mean.at[c, baseline]) or math.isnan(mean.at[c, variant]):
+            continue
+        rows[c] = {baseline: mean.at[c, baseline], variant: mean.at[c, variant],
+                   "effect": mean.at[c, variant] - mean.at[c, baseline],
+                   "seed spread": std.loc[c, [baseline, variant]].max(),
+                   "seeds": f"{count.at[c, baseline]} / {count.at[c, variant]}"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("compression")
+
+
+def seed_spread(records: list[dict], name: str = "accuracy", label: str | None = None,
+                compression: float | None = None) -> float:
+    """The typical seed-to-seed standard deviation of table ``name``: the median over the cells
+    (method and compression) that finished with two seeds or more, or, given a ``label`` and a
+    ``compression``, the standard deviation of that one cell; NaN where no such cell is."""
+    _, std, count = summary(records, name)
+    spreads = std.where(count >= 2)
+    if label is not None:
+        if label not in spreads or compression not in spreads.index:
+            return math.nan
+        spreads = spreads.loc[[compression], [label]]
+    spreads = spreads.stack().dropna()
+    return float(spreads.median()) if len(spreads) else math.nan
+
+
+def verdict(effect: float, spread: float) -> str:
+    """One sentence on an effect beside the seed-to-seed spread: it moves the numbers when it
+    is more than twice the spread."""
+    size = f"{effect:+.1f} points"
+    if math.isnan(spread):
+        return f"{size}, with no seed spread to compare it with"
+    if abs(effect) > 2 * spread:
+        return f"{size}, more than twice the seed-to-seed spread ({spread:.1f}): it matters"
+    return f"{size}, within twice the seed-to-seed spread ({spread:.1f}): it does not matter here"
+
+
+def imp_rounds(records: list[dict]) -> pd.DataFrame:
+    """IMP's rounds, one row per finished run and round (round 0 is the dense training): density,
+    remaining parameters and FLOPs, test accuracy, training steps and seconds."""
+    rows = [{"compression": r["config"]["compression"],
+             **{k: v for k, v in row.items() if k != "history"}}
+            for r in records if r["status"] == "finished" for row in r["imp_rounds"]]
+    return pd.DataFrame(rows).set_index("compression")
+
+
+def controls_table(arms: dict[str, list[dict]]) -> pd.DataFrame:
+    """Test accuracy (%) of each arm (a name and its records, e.g. a winning ticket and its
+    controls) by compression, the mean over finished seeds, beside the density."""
+    columns = {name: frame(records).groupby("compression")["accuracy"].mean()
+               for name, records in arms.items()}
+    table = pd.DataFrame(columns)
+    table.insert(0, "density", [10.0 ** -c for c in table.index])
+    return table
 
 
 def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
@@ -393,6 +487,52 @@ def sparse_speed_figure(rows: list[dict], path: Path | None = None):
     return _save(fig, path)
 
 
+def controls_figure(table: pd.DataFrame, title: str, path: Path | None = None):
+    """Test accuracy (%) against density of each column of ``table`` (a ``density`` column and
+    one column per arm, e.g. the winning ticket and its controls)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in table.columns.drop("density"):
+        ax.plot(table["density"], table[name], "-o", label=name)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density (kept fraction of prunable weights)")
+    ax.set_ylabel("top-1 test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def cost_figure(records: list[dict], path: Path | None = None):
+    """Each finished run's inference time and peak CPU memory against its density, one colour
+    per method; runs timed while other work shared the machine are drawn hollow."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    finished = [r for r in records if r["status"] == "finished"]
+    for i, method in enumerate(_ordered({r["label"] for r in finished})):
+        mine = [r for r in finished if r["label"] == method]
+        for ax, name in zip(axes, ("inference_time", "cpu_memory")):
+            for shared in (False, True):
+                picked = [r for r in mine if bool(contended(r, name)) == shared]
+                ax.plot([r["metrics"]["density"] for r in picked],
+                        [TABLES[name].value(r) for r in picked], "o", color=f"C{i}",
+                        mfc="none" if shared else f"C{i}",
+                        label=None if shared or not picked else method)
+    for ax, name in zip(axes, ("inference_time", "cpu_memory")):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("density")
+        ax.set_ylabel(TABLES[name].title)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_title("inference over the test set (hollow: machine shared)", fontsize=9)
+    axes[1].set_title("peak resident memory of inference", fontsize=9)
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path | None):
     """Lay out ``fig``; with a path, write it as PNG and SVG and close it. Returns the figure."""
     import matplotlib.pyplot as plt
@@ -409,10 +549,32 @@ def _save(fig, path: Path | None):
 
 # --------------------------------------------------------------------------------- the report
 
+def tables_markdown(records: list[dict], heading: str = "###") -> str:
+    """Every table as markdown under a ``heading`` of its title, a timing table with
+    :data:`TIMING_NOTE`, and each beside the survey's table where it has one (its unit and
+    uncertain cells said)."""
+    survey = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
+                        .read_text())
+    parts = []
+    for name, t in TABLES.items():
+        parts += [f"{heading} {t.title}", markdown(table(records, name))]
+        if t.clock:
+            parts.append(TIMING_NOTE)
+        compared = comparison(records, name)
+        if compared is not None:
+            printed = survey["tables"][t.survey]
+            doubtful = (f"; uncertain cells: {', '.join(printed['uncertain'])}"
+                        if printed["uncertain"] else "")
+            parts += [f"Beside the survey's {t.survey} (the survey's numbers as transcribed "
+                      f"from its poster, unit: {printed['unit']}{doubtful}; "
+                      "diff = ours - survey):", markdown(compared, t.decimals)]
+    return "\n\n".join(parts)
+
+
 def write_report(records: list[dict], out: str | Path, title: str,
                  figure_compression: float = 1.0) -> Path:
     """Write ``report.md`` (every table, ours and beside the survey's) and the figures, for the
-    survey's columns (control runs left out)."""
+    runs of :func:`survey_runs`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = survey_runs(records)
@@ -422,20 +584,7 @@ def write_report(records: list[dict], out: str | Path, title: str,
              f"{len(records)} stored runs ({sum(r['status'] == 'finished' for r in records)} "
              f"finished), seeds {seeds}, data: {', '.join(data)}. Cells: mean ± std over seeds.",
              ""]
-    survey = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
-                        .read_text())
-    for name, t in TABLES.items():
-        lines += [f"## {t.title}", "", markdown(table(records, name)), ""]
-        if t.clock:
-            lines += [TIMING_NOTE, ""]
-        compared = comparison(records, name)
-        if compared is not None:
-            printed = survey["tables"][t.survey]
-            doubtful = (f"; uncertain cells: {', '.join(printed['uncertain'])}"
-                        if printed["uncertain"] else "")
-            lines += [f"Beside the survey's {t.survey} (the survey's numbers as transcribed "
-                      f"from its poster, unit: {printed['unit']}{doubtful}; "
-                      "diff = ours - survey):", "", markdown(compared, t.decimals), ""]
+    lines += [tables_markdown(records, heading="##"), ""]
     failures = [r for r in records if r["status"] != "finished"]
     if failures:
         lines += ["## Runs that did not finish", ""]
@@ -443,9 +592,8 @@ def write_report(records: list[dict], out: str | Path, title: str,
                   f"{r['config']['seed']}: {r['status']}: {first_line(r['error'])}"
                   for r in failures]
         lines.append("")
-    finished = {r["config"]["compression"] for r in records if r["status"] == "finished"}
-    if finished:  # the per-layer figures at the finished compression nearest the one asked for
-        figure_compression = min(finished, key=lambda c: abs(c - figure_compression))
+    if any(r["status"] == "finished" for r in records):  # figures at the nearest compression
+        figure_compression = nearest_compression(records, figure_compression)
         accuracy_figure(records, out / "accuracy")
         layer_density_figure(records, figure_compression, out / "layer_density")
         lines += ["## Figures", "", "![accuracy against compression](accuracy.png)", "",

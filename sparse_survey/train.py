@@ -33,19 +33,22 @@ class Recipe:
     """A training protocol. ``milestones`` are epochs (fractional ones too) at which ``multistep``
     multiplies the learning rate by ``gamma``; ``onecycle`` warms up linearly for ``warmup`` of
     the run, then decays linearly to zero; ``cosine`` anneals from ``lr`` to zero. The default
-    is the survey's ("paper") protocol. Every number is checked (finite, in range), so a NaN or a
+    is the survey's ("paper") protocol; each field's metadata says what it is (the command line's
+    recipe options are made from them). Every number is checked (finite, in range), so a NaN or a
     schedule that cannot work is refused here, not found after training."""
 
-    epochs: int = 160
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    schedule: str = "multistep"
-    milestones: tuple[float, ...] = (60, 120)
-    gamma: float = 0.1
-    warmup: float = 0.2
+    epochs: int = field(default=160, metadata={"help": "training epochs"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size"})
+    lr: float = field(default=0.1, metadata={"help": "(peak) learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    nesterov: bool = field(default=True, metadata={"help": "Nesterov momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay"})
+    schedule: str = field(default="multistep", metadata={
+        "help": "learning-rate schedule", "choices": SCHEDULES})
+    milestones: tuple[float, ...] = field(default=(60, 120), metadata={
+        "help": "epochs at which multistep multiplies the rate by gamma"})
+    gamma: float = field(default=0.1, metadata={"help": "multistep's factor"})
+    warmup: float = field(default=0.2, metadata={"help": "onecycle's warm-up fraction"})
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -93,11 +96,14 @@ class History:
         return self.epochs[-1] if self.epochs else {}
 
 
-def default_device() -> torch.device:
+def device_of(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; by default CUDA where torch sees a GPU, else the CPU."""
+    if device is not None:
+        return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None = None,
+def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None = None, *,
         device: str | torch.device | None = None, seed: int = 0, compile: bool = False,
         progress: bool = True, eval_every: int = 1, on_step=None, desc: str = "train") -> History:
     """Train ``model`` in place by ``recipe`` on ``train``; evaluate on ``test`` every
@@ -108,7 +114,7 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     The progress bar, named ``desc``, shows the epoch, the running loss and images/s.
     Returns the per-epoch :class:`History`.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = device_of(device)
     cuda = device.type == "cuda"
     model.to(device)
     if cuda:

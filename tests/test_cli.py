@@ -1,7 +1,10 @@
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+
+from sparse_survey.train import Recipe
 
 
 def run(*args, env=None):
@@ -10,17 +13,19 @@ def run(*args, env=None):
 
 
 def test_cli_trains_on_digits():
-    out = run("train", "--model", "mlp", "--dataset", "digits", "--epochs", "2",
-              "--batch-size", "64", "--lr", "0.05", "--no-progress")
+    out = run("train", "--preset", "smoke", "--epochs", "2", "--lr", "0.05", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert "final test accuracy" in out.stdout and "images/s" in out.stdout
+    assert "Recipe(epochs=2, batch_size=32, lr=0.05" in out.stdout  # the rest is the preset's
+    assert out.stdout.startswith("mlp (width 1) on digits")
 
 
 def test_help_documents_the_options():
     out = run("train", "--help")
     assert out.returncode == 0
-    for option in ("--model", "--dataset", "--data-root", "--limit-per-class", "--epochs",
-                   "--batch-size", "--lr", "--schedule", "--seed", "--device"):
+    for option in ("--preset", "--model", "--dataset", "--data-root", "--limit-per-class",
+                   "--seed", "--device", *(f"--{f.name.replace('_', '-')}"
+                                           for f in dataclasses.fields(Recipe))):
         assert option in out.stdout
 
 
@@ -33,8 +38,7 @@ def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path):
 
 
 def test_cli_prunes_and_prints_per_layer_densities_and_the_time():
-    out = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "synflow",
-              "--compression", "1")
+    out = run("prune", "--preset", "smoke", "--method", "synflow", "--compression", "1")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith("synflow on mlp") and "100 round(s)" in lines[0]
@@ -47,16 +51,15 @@ def test_cli_prunes_and_prints_per_layer_densities_and_the_time():
 
 
 def test_cli_prune_with_data_and_a_bad_compression():
-    ok = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "grasp",
-             "--compression", "0.5", "--batch-size", "64", "--batches", "2")
+    ok = run("prune", "--preset", "smoke", "--method", "grasp", "--compression", "0.5",
+             "--prune-batch-size", "64", "--prune-batches", "2", "--bn-mode", "train")
     assert ok.returncode == 0, ok.stderr
-    bad = run("prune", "--model", "mlp", "--dataset", "digits", "--method", "mag",
-              "--compression", "-1")
+    bad = run("prune", "--preset", "smoke", "--method", "mag", "--compression", "-1")
     assert bad.returncode == 2 and "compression must be >= 0" in bad.stderr
 
 
 def test_cli_imp_runs_end_to_end_and_prints_the_round_table(tmp_path):
-    args = ("imp", "--model", "mlp", "--dataset", "digits", "--compression", "1", "--iters", "2",
+    args = ("imp", "--preset", "smoke", "--compression", "1", "--iterations", "2",
             "--epochs", "2", "--batch-size", "64", "--lr", "0.05", "--controls", "--no-progress",
             "--cache-dir", str(tmp_path))
     out = run(*args)
@@ -70,8 +73,8 @@ def test_cli_imp_runs_end_to_end_and_prints_the_round_table(tmp_path):
 
 
 def test_cli_profile_prints_the_record():
-    out = run("profile", "--model", "mlp", "--dataset", "digits", "--method", "snip",
-              "--compression", "1", "--batch-size", "64", "--repeats", "2")
+    out = run("profile", "--preset", "smoke", "--method", "snip", "--compression", "1",
+              "--prune-batch-size", "64", "--repeats", "2", "--no-progress")
     assert out.returncode == 0, out.stderr
     assert "snip at compression 1" in out.stdout.splitlines()[0]
     fields = dict(line.split(None, 1) for line in out.stdout.splitlines()[1:])
@@ -91,7 +94,8 @@ def test_cli_bench_sparse_prints_speeds_and_a_verdict():
 
 def test_cli_sweep_then_report(tmp_path):
     grid = tmp_path / "grid.json"
-    grid.write_text('{"methods": ["rand"], "compressions": [1], "imp_iters": [2], "seeds": [0]}')
+    grid.write_text('{"methods": ["rand"], "compressions": [1], "imp_iterations": [2], '
+                    '"seeds": [0]}')
     common = ("--preset", "smoke", "--results", str(tmp_path / "results"))
     first = run("sweep", *common, "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"))
     assert first.returncode == 0, first.stderr
@@ -111,7 +115,7 @@ def test_cli_sweep_then_report(tmp_path):
 
 def test_cli_sweep_in_time_boxed_slices(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("methods: [rand, mag, snip]\ncompressions: [1]\nimp_iters: []\n")
+    grid.write_text("methods: [rand, mag, snip]\ncompressions: [1]\nimp_iterations: []\n")
     common = ("sweep", "--preset", "smoke", "--grid", str(grid), "--results",
               str(tmp_path / "results"), "--no-progress")
     first = run(*common, "--time-budget", "0.01")

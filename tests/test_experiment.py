@@ -2,29 +2,30 @@
 
 import json
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from sparse_survey import experiment, report
-from sparse_survey.experiment import RunConfig, Store
+from sparse_survey import experiment, report, sweeps
+from sparse_survey.experiment import RunConfig, config_dict
+from sparse_survey.store import Store
 from sparse_survey.train import Recipe
 
-GRID = {"methods": ["mag", "snip"], "compressions": [0.5, 1], "imp_iters": [], "seeds": [0]}
+GRID = {"methods": ["mag", "snip"], "compressions": [0.5, 1], "imp_iterations": [], "seeds": [0]}
 
 
 @pytest.fixture
 def configs():
-    return experiment.grid_configs(experiment.load_grid(GRID), "smoke", device="cpu")
+    return sweeps.grid_configs(sweeps.load_grid(GRID), "smoke", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
-    configs = experiment.grid_configs(experiment.load_grid(GRID), "smoke", device="cpu")
-    records = experiment.sweep(configs, Store(root), cache_dir=root / "cache", progress=False)
+    configs = sweeps.grid_configs(sweeps.load_grid(GRID), "smoke", device="cpu")
+    records = sweeps.sweep(configs, Store(root), cache_dir=root / "cache", progress=False)
     return root, configs, records
 
 
@@ -51,8 +52,8 @@ def test_running_the_sweep_again_does_no_work(swept, monkeypatch):
     def no_work(*_args, **_kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(experiment, "run", no_work)
-    assert experiment.sweep(configs, Store(root), progress=False) == []
+    monkeypatch.setattr(sweeps, "run", no_work)
+    assert sweeps.sweep(configs, Store(root), progress=False) == []
 
 
 def test_a_killed_run_leaves_no_partial_file_and_the_rerun_completes(configs, tmp_path,
@@ -68,25 +69,28 @@ def test_a_killed_run_leaves_no_partial_file_and_the_rerun_completes(configs, tm
 
     monkeypatch.setattr(Path, "write_text", dies_while_writing)
     with pytest.raises(KeyboardInterrupt):
-        experiment.sweep(configs, store, cache_dir=tmp_path / "cache", progress=False)
+        sweeps.sweep(configs, store, cache_dir=tmp_path / "cache", progress=False)
     monkeypatch.setattr(Path, "write_text", real_write_text)
     finished = list((tmp_path / "smoke").glob("*.json"))
     assert len(finished) == 1 and json.loads(finished[0].read_text())["status"] == "finished"
-    rerun = experiment.sweep(configs, store, cache_dir=tmp_path / "cache", progress=False)
+    rerun = sweeps.sweep(configs, store, cache_dir=tmp_path / "cache", progress=False)
     assert len(rerun) == 3
     assert all(json.loads(p.read_text())["status"] == "finished"
                for p in (tmp_path / "smoke").glob("*.json"))
     assert len(list((tmp_path / "smoke").glob("*.json"))) == 4
 
 
-def test_a_nan_run_is_stored_as_diverged_and_the_sweep_goes_on(configs, tmp_path):
+def test_a_nan_run_is_stored_as_diverged_and_the_sweep_goes_on(tmp_path):
     exploding = Recipe(epochs=3, batch_size=32, lr=1e12, momentum=0.0, nesterov=False,
                        schedule="constant")
-    runs = [replace(configs[0], recipe=exploding), configs[1]]
-    records = experiment.sweep(runs, Store(tmp_path), progress=False)
+    custom = {"preset": "custom", "model": "mlp", "width": 1.0, "dataset": "digits",
+              "limit_per_class": 30, "profile_repeats": 1, "eval_every": 1}  # a whole budget
+    runs = [RunConfig("mag", 0.5, recipe=exploding, **custom),
+            RunConfig("snip", 0.5, recipe=experiment.PRESETS["smoke"].recipe, **custom)]
+    records = sweeps.sweep(runs, Store(tmp_path), progress=False)
     assert [r["status"] for r in records] == ["diverged", "finished"]
     assert "loss became" in records[0]["error"]
-    stored = Store(tmp_path).records("smoke", stale=True)  # the exploding recipe is no preset's
+    stored = Store(tmp_path).records("custom")
     assert sorted(r["status"] for r in stored) == ["diverged", "finished"]
     assert "Runs that did not finish" in report.write_report(stored, tmp_path / "report",
                                                              "t").read_text()
@@ -105,7 +109,7 @@ def test_ray_backend_gives_the_same_records_as_the_local_one(swept, tmp_path):
     _, configs, local = swept
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = experiment.sweep(configs, Store(tmp_path), backend="ray",
+        remote = sweeps.sweep(configs, Store(tmp_path), backend="ray",
                                   cache_dir=tmp_path / "cache", progress=False)
     finally:
         ray.shutdown()
@@ -131,7 +135,7 @@ def test_config_keys_and_bad_input():
     assert a.key != RunConfig.from_preset("smoke", "mag", 1, seed=1).key
     assert experiment.config_from_dict(json.loads(json.dumps(
         {**a.__dict__, "recipe": a.recipe.__dict__}))) == a
-    assert RunConfig.from_preset("smoke", "imp", 1, iters=3).label == "IMP (3 Iters)"
+    assert RunConfig.from_preset("smoke", "imp", 1, iterations=3).label == "IMP (3 Iters)"
     with pytest.raises(ValueError, match="unknown method"):
         RunConfig.from_preset("smoke", "obd", 1)
     with pytest.raises(ValueError, match="unknown preset"):
@@ -139,7 +143,7 @@ def test_config_keys_and_bad_input():
     with pytest.raises(ValueError, match="compression"):
         RunConfig.from_preset("smoke", "mag", -1)
     with pytest.raises(ValueError, match="unknown grid keys"):
-        experiment.load_grid({"method": ["mag"]})
+        sweeps.load_grid({"method": ["mag"]})
     with pytest.raises(ValueError, match="control"):
         RunConfig.from_preset("smoke", "mag", 1, control="reinit")
     with pytest.raises(ValueError, match="control"):
@@ -153,9 +157,9 @@ def test_a_control_run_trains_the_same_control_as_lottery_controls(tmp_path):
     from sparse_survey import data, lottery, models
     from sparse_survey.tutorial import runs
 
-    records = {control: runs("imp", [1], "smoke", [0], iters=2, results=tmp_path / "r",
-                             progress=False, cache_dir=tmp_path / "c", device="cpu",
-                             control=control)[0]
+    records = {control: runs([RunConfig.from_preset("smoke", "imp", 1, iterations=2,
+                                                    device="cpu", control=control)],
+                             tmp_path / "r", progress=False, cache_dir=tmp_path / "c")[0]
                for control in (None, "reinit", "shuffle")}
     assert records["reinit"]["label"] == "IMP (2 Iters), random reinit"
     assert records["shuffle"]["imp_rounds"] == records[None]["imp_rounds"]  # the ticket reused
@@ -173,16 +177,16 @@ def test_a_control_run_trains_the_same_control_as_lottery_controls(tmp_path):
 
 def test_grid_from_a_yaml_file(tmp_path):
     spec = tmp_path / "grid.yaml"
-    spec.write_text("methods: [rand]\ncompressions: [1, 2]\nimp_iters: [2]\nseeds: [0, 1]\n")
-    configs = experiment.grid_configs(experiment.load_grid(spec), "smoke")
+    spec.write_text("methods: [rand]\ncompressions: [1, 2]\nimp_iterations: [2]\nseeds: [0, 1]\n")
+    configs = sweeps.grid_configs(sweeps.load_grid(spec), "smoke")
     assert len(configs) == 2 * 2 * 2
-    assert len(experiment.grid_configs(experiment.load_grid("survey"), "smoke")) == 6 * 8
+    assert len(sweeps.grid_configs(sweeps.load_grid("survey"), "smoke")) == 6 * 8
 
 
 def fabricated(label, method, compression, seed, accuracy, time_s, status="finished",
                waited_s=0.0):
     iters = int(label[5]) if method == "imp" else 1
-    config = RunConfig.from_preset("smoke", method, compression, seed=seed, iters=iters)
+    config = RunConfig.from_preset("smoke", method, compression, seed=seed, iterations=iters)
     return {"label": label, "status": status, "key": config.key, "data": "made up",
             "config": {"compression": compression, "seed": seed},
             "metrics": {"test_acc": accuracy, "time_s": time_s, "flops_fraction": 0.5,
@@ -271,11 +275,38 @@ def test_collapsed_layers_and_depth_profile_from_layer_densities():
     assert depth.at["SNIP", "late / early"] == pytest.approx(0.15 / 0.4)
 
 
-def test_survey_runs_leave_out_the_controls():
-    records = [fabricated("IMP (2 Iters)", "imp", 1, 0, 0.8, 1.0),
-               fabricated("IMP (2 Iters), random reinit", "imp", 1, 0, 0.6, 1.0)]
-    records[1]["config"]["control"] = "reinit"
-    assert [r["label"] for r in report.survey_runs(records)] == ["IMP (2 Iters)"]
+def test_effects_spread_and_verdict_match_hand_computed_values():
+    records = [fabricated("SNIP", "snip", 1, seed, acc, 1.0)
+               for seed, acc in enumerate((0.60, 0.62, 0.64))]
+    records += [fabricated("SNIP (train-mode BN)", "snip", 1, seed, acc, 1.0)
+                for seed, acc in enumerate((0.70, 0.70, 0.73))]
+    records += [fabricated("SNIP", "snip", 2, seed, acc, 1.0)
+                for seed, acc in enumerate((0.4, 0.5))]
+    records += [fabricated("SNIP (train-mode BN)", "snip", 2, 0, 0.3, 1.0)]
+    table = report.effects(records, "SNIP", "SNIP (train-mode BN)")
+    assert table.at[1, "effect"] == pytest.approx(71.0 - 62.0)
+    assert table.at[1, "seed spread"] == pytest.approx(2.0)  # the larger: std 2 vs 1.73
+    assert table.at[2, "effect"] == pytest.approx(30.0 - 45.0) and table.at[2, "seeds"] == "2 / 1"
+    # cells with two seeds or more: SNIP at 1 (2.0), train-mode at 1 (1.73), SNIP at 2 (7.07)
+    assert report.seed_spread(records) == pytest.approx(2.0)
+    assert report.seed_spread(records, label="SNIP", compression=2) == pytest.approx(math.sqrt(50))
+    assert math.isnan(report.seed_spread(records, label="SNIP (train-mode BN)", compression=2))
+    assert math.isnan(report.seed_spread(records, label="GraSP", compression=1))
+    assert report.verdict(9.0, 2.0).endswith("it matters")
+    assert report.verdict(-3.9, 2.0).endswith("it does not matter here")
+    assert "no seed spread" in report.verdict(1.0, math.nan)
+
+
+def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
+    labels = ["IMP (2 Iters)", "IMP (2 Iters), random reinit", "GraSP (train-mode BN)",
+              "SNIP (train-mode BN)", "SNIP (local scope)", "SynFlow (1 round)", "GraSP"]
+    records = [fabricated(label, "imp" if "IMP" in label else "grasp", 1, 0, 0.8, 1.0)
+               for label in labels]
+    assert [r["label"] for r in report.survey_runs(records)] == [
+        "IMP (2 Iters)", "GraSP (train-mode BN)", "SNIP (train-mode BN)", "GraSP"]
+    assert list(report.summary(records, "accuracy")[0].columns) == [  # beside their method
+        "SNIP (local scope)", "SNIP (train-mode BN)", "GraSP", "GraSP (train-mode BN)",
+        "SynFlow (1 round)", "IMP (2 Iters)", "IMP (2 Iters), random reinit"]
 
 
 def test_a_compiled_sweep_compiles_the_architecture_once(tmp_path):
@@ -291,7 +322,7 @@ def test_a_compiled_sweep_compiles_the_architecture_once(tmp_path):
     store, graphs = Store(tmp_path), []
     for config in (first, second):
         before = counters["stats"]["unique_graphs"]
-        record = experiment.sweep([config], store, progress=False)[0]
+        record = sweeps.sweep([config], store, progress=False)[0]
         assert record["status"] == "finished" and record["config"]["compile"] is True
         graphs.append(counters["stats"]["unique_graphs"] - before)
     assert graphs[0] >= 1 and graphs[1] == 0, f"graphs compiled per run: {graphs}"
@@ -299,34 +330,71 @@ def test_a_compiled_sweep_compiles_the_architecture_once(tmp_path):
 
 def test_a_time_budget_starts_no_run_that_would_end_past_it(configs, tmp_path):
     store = Store(tmp_path)
-    first = experiment.sweep(configs, store, time_budget=0.01, progress=False)
+    first = sweeps.sweep(configs, store, time_budget=0.01, progress=False)
     assert len(first) == 1  # nothing known yet: one run starts, and it alone fills the budget
     assert first[0]["status"] == "finished"
-    again = experiment.sweep(configs, store, time_budget=0.5 * first[0]["timings"]["total_s"],
+    again = sweeps.sweep(configs, store, time_budget=0.5 * first[0]["timings"]["total_s"],
                              progress=False)
     assert again == []  # the stored run says a run takes longer than that
-    rest = experiment.sweep(configs, store, time_budget=3600, progress=False)
+    rest = sweeps.sweep(configs, store, time_budget=3600, progress=False)
     assert len(rest) == 3 and all(store.done(c) for c in configs)
     with pytest.raises(ValueError, match="local backend"):
-        experiment.sweep(configs, store, backend="ray", time_budget=60, progress=False)
+        sweeps.sweep(configs, store, backend="ray", time_budget=60, progress=False)
 
 
-def timed_record(method, seconds, iters=1, control=None, status="finished"):
-    config = RunConfig.from_preset("smoke", method, 1, iters=iters, control=control)
-    return {"status": status, "config": asdict(config),
+def timed_record(method, seconds, iterations=None, control=None, status="finished"):
+    config = RunConfig.from_preset("smoke", method, 1, iterations=iterations, control=control)
+    return {"status": status, "config": config_dict(config),
             "timings": {"total_s": seconds}}
 
 
 def test_run_time_estimates_by_kind_then_by_training():
     snip = RunConfig.from_preset("smoke", "snip", 2)
-    imp3 = RunConfig.from_preset("smoke", "imp", 2, iters=3)
+    imp3 = RunConfig.from_preset("smoke", "imp", 2, iterations=3)
     this_call = [timed_record("snip", 10), timed_record("snip", 30), timed_record("snip", 12),
                  timed_record("snip", 999, status="failed")]
-    stored = [timed_record("snip", 100), timed_record("imp", 40, iters=2)]
-    assert experiment.estimate_seconds(snip, this_call, stored) == 12  # median, same kind
-    assert experiment.estimate_seconds(snip, [], stored) == 100
-    assert experiment.estimate_seconds(imp3, this_call, stored) == 4 * 12  # 3 rounds + dense
-    assert experiment.estimate_seconds(imp3, [], stored[:1]) == 4 * 100
-    assert experiment.estimate_seconds(imp3, [], []) is None
-    assert experiment.trainings(asdict(
-        RunConfig.from_preset("smoke", "imp", 1, iters=2, control="reinit"))) == 4
+    stored = [timed_record("snip", 100), timed_record("imp", 40, iterations=2)]
+    assert sweeps.estimate_seconds(snip, this_call, stored) == 12  # median, same kind
+    assert sweeps.estimate_seconds(snip, [], stored) == 100
+    assert sweeps.estimate_seconds(imp3, this_call, stored) == 4 * 12  # 3 rounds + dense
+    assert sweeps.estimate_seconds(imp3, [], stored[:1]) == 4 * 100
+    assert sweeps.estimate_seconds(imp3, [], []) is None
+    assert sweeps.trainings(config_dict(
+        RunConfig.from_preset("smoke", "imp", 1, iterations=2, control="reinit"))) == 4
+
+
+def test_a_config_takes_its_budget_from_its_preset_and_names_every_departure():
+    laptop = experiment.PRESETS["laptop"]
+    config = RunConfig("snip", 1, preset="laptop")
+    assert (config.model, config.width, config.recipe) == (laptop.model, laptop.width,
+                                                           laptop.recipe)
+    assert config == RunConfig.from_preset("laptop", "snip", 1) and config.label == "SNIP"
+    assert RunConfig("mag", 1).recipe == experiment.PRESETS["smoke"].recipe  # not Recipe()'s
+    fast = replace(laptop.recipe, lr=1.0)
+    assert RunConfig("rand", 2, preset="laptop", recipe=fast).label == "Rand (lr 1)"
+    assert RunConfig.from_preset("laptop", "grasp", 1, bn_mode="train", prune_batches=10).label \
+        == "GraSP (10 x 256 scoring images, train-mode BN)"
+    assert RunConfig.from_preset("laptop", "synflow", 1, iterations=1).label == \
+        "SynFlow (1 round)"
+    assert RunConfig.from_preset("laptop", "synflow", 1, iterations=100).label == "SynFlow"
+    assert RunConfig.from_preset("laptop", "mag", 1, scope="local").label == "Mag (local scope)"
+    assert RunConfig.from_preset("laptop", "imp", 1, iterations=2, rewind=6).label == \
+        "IMP (2 Iters, rewind to step 6)"
+    assert RunConfig.from_preset("laptop", "imp", 1).iterations == 1
+    with pytest.raises(ValueError, match="gives its whole budget"):
+        RunConfig("mag", 1, preset="mine")
+    for bad, message in [({"bn_mode": "train"}, "bn_mode"), ({"rewind": 5}, "rewind"),
+                         ({"iterations": 0}, "iterations"), ({"scope": "layer"}, "scope")]:
+        with pytest.raises(ValueError, match=message):
+            RunConfig.from_preset("smoke", "mag", 1, **bad)
+
+
+def test_config_dicts_of_schema_1_are_upgraded():
+    old = config_dict(RunConfig.from_preset("laptop", "imp", 1, iterations=3))
+    del old["iterations"], old["bn_mode"], old["rewind"], old["compile"]
+    one_shot = config_dict(RunConfig.from_preset("laptop", "synflow", 2))
+    del one_shot["iterations"], one_shot["bn_mode"], one_shot["rewind"], one_shot["compile"]
+    assert experiment.config_from_dict({**old, "iters": 3, "rounds": None}).iterations == 3
+    assert experiment.config_from_dict({**one_shot, "iters": 1, "rounds": 7}).iterations == 7
+    with pytest.raises(ValueError, match="unknown config fields"):
+        experiment.config_from_dict({**one_shot, "temperature": 5})

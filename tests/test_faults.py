@@ -8,7 +8,6 @@ import sys
 import tarfile
 import warnings
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sparse_survey import data, experiment, lottery, models, pruners, report, tutorial
-from sparse_survey.experiment import RunConfig, Store
+from sparse_survey import data, experiment, lottery, models, pruners, report, sweeps, tutorial
+from sparse_survey.experiment import RunConfig, config_dict
+from sparse_survey.store import Store, read_record, write_json
 from sparse_survey.train import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,26 +50,26 @@ def test_a_failed_run_is_retried_and_a_diverged_one_only_on_request(tmp_path, mo
         raise OSError("No space left on device")
 
     monkeypatch.setattr(experiment, "_run", disk_full)
-    failed = experiment.sweep([config], store, progress=False)[0]
+    failed = sweeps.sweep([config], store, progress=False)[0]
     assert failed["status"] == "failed"
     assert failed["error"] == "OSError: No space left on device"  # the message, first
     assert "Traceback" in failed["traceback"]
     assert not store.done(config)
     monkeypatch.setattr(experiment, "_run", real_run)
-    retried = experiment.sweep([config], store, progress=False)
+    retried = sweeps.sweep([config], store, progress=False)
     assert [r["status"] for r in retried] == ["finished"]
 
     exploding = smoke(recipe=Recipe(epochs=2, batch_size=32, lr=1e12, momentum=0.0,
                                     nesterov=False, schedule="constant"))
-    assert experiment.sweep([exploding], store, progress=False)[0]["status"] == "diverged"
-    assert experiment.sweep([exploding], store, progress=False) == []  # a result: kept
-    again = experiment.sweep([exploding], store, progress=False, retry_diverged=True)
+    assert sweeps.sweep([exploding], store, progress=False)[0]["status"] == "diverged"
+    assert sweeps.sweep([exploding], store, progress=False) == []  # a result: kept
+    again = sweeps.sweep([exploding], store, progress=False, retry_diverged=True)
     assert [r["status"] for r in again] == ["diverged"]
 
 
 def test_cli_sweep_exits_1_on_a_failed_run_names_its_error_and_retries_it(tmp_path):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("methods: []\ncompressions: [1]\nimp_iters: [2]\n")
+    grid.write_text("methods: []\ncompressions: [1]\nimp_iterations: [2]\n")
     blocked = tmp_path / "a file"
     blocked.write_text("not a folder")
     common = ("sweep", "--preset", "smoke", "--grid", str(grid), "--results",
@@ -95,7 +95,7 @@ def test_int_and_float_numbers_name_the_same_run():
 
 def old_key(config: RunConfig) -> str:
     """A run's key as it was computed before keys were canonical."""
-    identity = {k: v for k, v in asdict(config).items() if k not in experiment.EXECUTION}
+    identity = {k: v for k, v in config_dict(config).items() if k not in experiment.EXECUTION}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -104,15 +104,36 @@ def test_a_record_stored_under_an_old_key_is_migrated_not_rerun(tmp_path, monkey
     record = experiment.run(config)
     old = old_key(config)
     assert old != config.key  # {"compression": 1.0} was hashed as written
-    experiment.write_json(tmp_path / "smoke" / f"{old}.json", {**record, "key": old})
+    write_json(tmp_path / "smoke" / f"{old}.json", {**record, "key": old})
 
     def no_work(*_args, **_kwargs):
         raise AssertionError("a stored run was run again")
 
-    monkeypatch.setattr(experiment, "run", no_work)
-    assert experiment.sweep([smoke(compression=1)], store, progress=False) == []
+    monkeypatch.setattr(sweeps, "run", no_work)
+    assert sweeps.sweep([smoke(compression=1)], store, progress=False) == []
     assert [p.stem for p in (tmp_path / "smoke").glob("*.json")] == [config.key]
     assert store.records("smoke", stale=True)[0]["key"] == config.key
+
+
+def test_a_record_of_schema_1_is_migrated_and_loads_under_its_new_key(tmp_path, monkeypatch):
+    """Schema 1 named IMP's rounds ``iters`` and a one-shot method's ``rounds``, and had neither
+    ``bn_mode``, ``rewind`` nor ``compile``: such a record must load and be rekeyed, not rerun."""
+    store, imp = Store(tmp_path), smoke("imp", 1, iterations=2)
+    record = experiment.run(imp)
+    legacy = {k: v for k, v in record["config"].items()
+              if k not in ("iterations", "bn_mode", "rewind", "compile")}
+    legacy.update(iters=2, rounds=None)
+    identity = {k: v for k, v in legacy.items() if k != "device"}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    write_json(tmp_path / "smoke" / f"{key}.json",
+               {**record, "schema": 1, "key": key, "config": legacy})
+    loaded = store.records("smoke", stale=True)[0]
+    assert loaded["config"] == record["config"] and loaded["key"] == imp.key
+    monkeypatch.setattr(sweeps, "run", lambda *a, **k: pytest.fail("a stored run was rerun"))
+    assert sweeps.sweep([imp], store, progress=False) == []
+    migrated = json.loads(store.path(imp).read_text())
+    assert migrated["schema"] == experiment.SCHEMA and migrated["config"]["iterations"] == 2
+    assert not (tmp_path / "smoke" / f"{key}.json").exists()
 
 
 def test_a_run_stored_twice_counts_as_one_seed_in_the_tables(tmp_path):
@@ -129,7 +150,7 @@ def test_every_committed_record_loads_under_its_key():
              for path in (ROOT / "results" / preset).glob("*.json")]
     assert paths, "the repository holds run records"
     for path in paths:
-        record = experiment.read_record(path)
+        record = read_record(path)
         assert record is not None, path
         assert experiment.config_from_dict(record["config"]).key == record["key"] == path.stem
 
@@ -138,7 +159,7 @@ def test_every_committed_record_loads_under_its_key():
 
 def test_a_broken_record_is_named_skipped_by_readers_and_rerun_by_the_sweep(tmp_path):
     store, config = Store(tmp_path), smoke()
-    experiment.sweep([config], store, progress=False)
+    sweeps.sweep([config], store, progress=False)
     good = store.path(config)
     broken = {good: good.read_text()[:100], tmp_path / "smoke" / "empty.json": "{}"}
     for path, text in broken.items():
@@ -148,7 +169,7 @@ def test_a_broken_record_is_named_skipped_by_readers_and_rerun_by_the_sweep(tmp_
     named = " ".join(str(w.message) for w in caught)
     assert str(good) in named and "empty.json" in named and "lacks key, config" in named
     with pytest.warns(UserWarning, match="not a valid run record"):
-        rerun = experiment.sweep([config], store, progress=False)
+        rerun = sweeps.sweep([config], store, progress=False)
     assert [r["status"] for r in rerun] == ["finished"]
     assert json.loads(good.read_text())["status"] == "finished"
 
@@ -218,22 +239,22 @@ def test_an_unwritable_store_fails_before_any_training(tmp_path, monkeypatch):
     def no_training(*_args, **_kwargs):
         raise AssertionError("trained although the record could not be stored")
 
-    monkeypatch.setattr(experiment, "run", no_training)
+    monkeypatch.setattr(sweeps, "run", no_training)
     with pytest.raises(ValueError, match="cannot write run records to"):
-        experiment.sweep([smoke()], Store(blocked / "results"), progress=False)
+        sweeps.sweep([smoke()], Store(blocked / "results"), progress=False)
 
 
 def test_a_record_the_store_cannot_take_is_kept_safe(tmp_path, monkeypatch):
     store = Store(tmp_path / "results")
     (tmp_path / "tmp").mkdir()  # the profile's memory probe makes its files there too
-    monkeypatch.setattr(experiment.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr(sweeps.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
 
     def full_disk(_record):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(store, "write", full_disk)
     with pytest.warns(UserWarning, match="kept in"), pytest.raises(OSError, match="No space"):
-        experiment.sweep([smoke()], store, progress=False)
+        sweeps.sweep([smoke()], store, progress=False)
     (kept,) = (tmp_path / "tmp" / "sparse_survey-unsaved" / "smoke").glob("*.json")
     assert json.loads(kept.read_text())["status"] == "finished"
 
@@ -242,7 +263,7 @@ def test_a_record_the_store_cannot_take_is_kept_safe(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("device", ["foo", "cuda:99"])
 def test_a_bad_device_is_one_line(device):
-    out = cli("train", "--model", "mlp", "--dataset", "digits", "--device", device)
+    out = cli("train", "--preset", "smoke", "--device", device)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "argument --device" in out.stderr.splitlines()[-1]
 
@@ -312,14 +333,17 @@ def test_a_multistep_schedule_must_drop_inside_the_training():
         Recipe(epochs=3, schedule="multistep")  # (60, 120): never dropping, silently
     from sparse_survey import cli as command_line
 
-    args = command_line.parser().parse_args(["train", "--epochs", "1", "--schedule", "multistep"])
-    one_epoch = command_line.recipe_from(args)  # drops at 0 and 0 once: the run at lr x 0.01
+    common = ["train", "--preset", "smoke", "--epochs", "1", "--schedule", "multistep"]
+    out = cli(*common)  # the CLI once dropped at epoch 0 twice here: the run at lr x 0.01
+    assert "milestones must rise and lie inside the training" in one_line_error(out)
+    one_epoch = command_line.budget(command_line.parser().parse_args(
+        [*common, "--milestones", "0.5", "0.75"])).recipe
     assert [one_epoch.lr_factor(e) for e in (0, 0.6, 0.9)] == pytest.approx([1, 0.1, 0.01])
 
 
 @pytest.mark.parametrize("option", ["--width", "--lr"])
 def test_nan_options_are_refused(option):
-    out = cli("train", "--model", "mlp", "--dataset", "digits", option, "nan")
+    out = cli("train", "--preset", "smoke", option, "nan")
     assert "finite" in one_line_error(out)
 
 
@@ -383,5 +407,5 @@ def test_notebook_parameters_are_checked_at_once():
 def test_runs_of_a_notebook_that_all_failed_say_why(tmp_path):
     with warnings.catch_warnings(), pytest.raises(RuntimeError, match="none of the 2 runs"):
         warnings.simplefilter("ignore")
-        tutorial.runs("mag", [0.5, 1], "smoke", 1, results=tmp_path, model="vgg16",
-                      progress=False, device="cpu")
+        tutorial.runs([RunConfig.from_preset("smoke", "mag", c, model="vgg16", device="cpu")
+                       for c in (0.5, 1)], tmp_path, progress=False)

@@ -54,14 +54,18 @@ def test_rounds_prune_to_exact_counts_nest_and_rewind_exactly(digits, tmp_path, 
             if key not in after:
                 assert torch.equal(state[key], value), key
     assert all(torch.equal(result.masks[k], spy[-1][0][k]) for k in result.masks)
-    assert result.final["remaining_flops"] == pytest.approx(result.final["density"], rel=0.5)
+    # an MLP uses each weight once per image (1 MAC = 2 FLOPs) and adds each bias once
+    kept = sum(int(m.sum()) for m in result.masks.values())
+    biases = sum(layer.bias.numel() for layer in masks.prunable_layers(result.model).values())
+    expected = (2 * kept + biases) / (2 * n + biases)
+    assert result.final["remaining_flops"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_rewinding_to_a_training_step_uses_that_steps_weights(digits, tmp_path, spy):
     result = run(digits, tmp_path, compression=1, iters=1, rewind=5)
     captured = {}
     reference = mlp(0)
-    lottery.fit(reference, digits[0], RECIPE, None, "cpu", seed=0, progress=False,
+    lottery.fit(reference, digits[0], RECIPE, None, device="cpu", seed=0, progress=False,
                 on_step=lambda step, m: step == 5 and captured.update(
                     state=copy.deepcopy(m.state_dict())))
     assert all(torch.equal(result.rewind_state[k], v) for k, v in captured["state"].items())
@@ -141,7 +145,7 @@ def test_winning_tickets_beat_random_reinitialization_on_digits(digits, tmp_path
 
 
 def test_bad_imp_arguments(digits, tmp_path):
-    with pytest.raises(ValueError, match="iters"):
+    with pytest.raises(ValueError, match="iterations"):
         run(digits, tmp_path, iters=0)
     with pytest.raises(ValueError, match="rewind"):
         run(digits, tmp_path, rewind="start")
@@ -156,3 +160,18 @@ def test_rewind_to_works_on_a_model_without_masks(digits, tmp_path):
     for name, w in masks.prunable(dense).items():
         kept = result.masks[name]
         assert torch.equal(w[kept], result.rewind_state[name][kept]) and torch.all(w[~kept] == 0)
+
+
+def test_no_rewind_fine_tunes_the_trained_survivors_and_shares_the_dense_run(digits, tmp_path,
+                                                                           spy):
+    rewound = run(digits, tmp_path, compression=1, iters=2)
+    tuned = run(digits, tmp_path, compression=1, iters=2, rewind="none")
+    assert tuned.dense_cached and tuned.rounds[0] == rewound.rounds[0]
+    assert len(spy) == 3 + 2  # one dense training for both
+    (dense_file,) = (tmp_path / "imp").glob("*-dense.pt")
+    trained = torch.load(dense_file)["model"]
+    mask, state = spy[3]  # the start of the tuned run's first round
+    for name, kept in mask.items():
+        assert torch.equal(state[name][kept], trained[name][kept])  # trained values, not init
+        assert torch.all(state[name][~kept] == 0)
+    assert tuned.final["test_acc"] != rewound.final["test_acc"]

@@ -67,7 +67,7 @@ def test_unmasked_model_is_dense_and_detach_removes_masks():
     assert masks.density(model) == 1.0 and masks.remaining_fraction(model) == 1.0
     masks.attach(model, random_masks(model))
     assert "net.1.weight_mask" in model.state_dict()
-    masks.detach(model)
+    masks.remove(model)
     assert masks.density(model) == 1.0
 
 

@@ -8,17 +8,21 @@ import jupytext
 import papermill
 import pytest
 
+from sparse_survey import pruners, report, sweeps
+from sparse_survey.store import Store
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 ORDER = ["anatomy", "random_pruning", "magnitude", "snip", "grasp", "synflow", "imp", "lth",
-         "compare", "sparsity"]  # compare and sparsity read the stored runs of the others
+         "compare", "ablations", "sparsity"]
 PARAMETERS = {
     "anatomy": {"model_name": "mlp", "image_size": 8, "in_channels": 1},
     **{m: {"compressions": [0.5, 1]}
        for m in ("random_pruning", "magnitude", "snip", "grasp", "synflow")},
-    "imp": {"compressions": [0.5, 1], "iters": 2},
-    "lth": {"compressions": [1, 1.5], "iters": 2},
+    "imp": {"compressions": [0.5, 1], "iterations": 2},
+    "lth": {"compressions": [1, 1.5], "iterations": 2},
     "compare": {},
+    "ablations": {"compressions": [0.5, 1], "seeds": 2, "seeded_compressions": [1]},
     "sparsity": {"model_name": "mlp", "batch_sizes": [1, 8], "repeats": 1},
 }
 GLUED = {
@@ -29,11 +33,16 @@ GLUED = {
     "grasp": ["grasp_density", "grasp_flops_fraction", "grasp_accuracy",
               "grasp_positive_share_max", "grasp_first_epoch_train_acc"],
     "synflow": ["synflow_density", "synflow_flops_fraction", "synflow_accuracy"],
-    "imp": ["imp_iters", "imp_accuracy", "imp_highest_compression"],
+    "imp": ["imp_iterations", "imp_accuracy", "imp_highest_compression"],
     "lth": ["lth_density", "lth_ticket_accuracy", "lth_reinit_accuracy", "lth_shuffle_accuracy"],
     "compare": ["compare_runs", "compare_best_method", "compare_best_accuracy",
                 "compare_dense_accuracy", "compare_pairs_alike", "compare_imp_edge_high",
                 "compare_collapsed_max", "compare_late_early_imp2iters", "compare_time_spread"],
+    "ablations": ["ablations_seed_spread", "ablations_bn_grasp_mild_effect",
+                  "ablations_bn_snip_verdict", "ablations_synflow_high_effect",
+                  "ablations_scope_mag_high_effect", "ablations_data_grasp_high_effect",
+                  "ablations_rewind_step", "ablations_synflow_flow", "ablations_chance_count",
+                  "ablations_summary_table"],
     "sparsity": ["sparsity_time_spread", "sparsity_csr_ratio", "sparsity_crossover_b1",
                  "sparsity_best_speedup_b8"],
 }
@@ -45,7 +54,13 @@ def test_every_notebook_is_covered():
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return tmp_path_factory.mktemp("results")
+    """A store holding the smoke-preset runs the method notebooks make (so that the compare and
+    sparsity notebooks, which read the store, run on their own too)."""
+    root = tmp_path_factory.mktemp("results")
+    grid = {"methods": list(pruners.METHODS), "compressions": [0.5, 1], "imp_iterations": [2]}
+    sweeps.sweep(sweeps.grid_configs(sweeps.load_grid(grid), "smoke"), Store(root),
+                 cache_dir=root / "cache", progress=False)
+    return root
 
 
 def glued(notebook: dict) -> dict[str, str]:
@@ -71,6 +86,31 @@ def test_notebook_runs_at_the_smoke_preset_and_glues_its_numbers(name, results, 
     values = glued(executed)
     for key in GLUED[name]:
         assert key in values and values[key] not in ("nan", "None"), (key, values)
+
+
+def test_a_bad_parameter_stops_a_notebook_in_the_cell_after_the_parameters(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(str(NOTEBOOKS / "magnitude.ipynb"), str(tmp_path / "m.ipynb"),
+                                   kernel_name="python3", parameters={"preset": "smoke",
+                                                                      "seeds": 0},
+                                   progress_bar=False)
+    assert "seeds must be a count of at least 1" in failure.value.evalue
+    assert "tutorial.parameters(" in failure.value.source  # the first cell after them
+
+
+def test_compare_run_from_the_notebooks_folder_reads_the_repositorys_laptop_records(tmp_path):
+    """Jupyter runs a notebook in its own folder: the relative results folder must still be the
+    repository's, whose committed laptop records the book is built from."""
+    out = tmp_path / "compare.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "compare.ipynb"), str(out), kernel_name="python3",
+                               cwd=str(NOTEBOOKS), parameters={"preset": "laptop"},
+                               progress_bar=False)
+    values = glued(json.loads(out.read_text()))
+    committed = report.survey_runs(Store(NOTEBOOKS.parent / "results").records("laptop"))
+    grid = [r for r in committed if r["label"] not in report.TRAIN_MODE_BN
+            and r["config"]["seed"] == 0]
+    assert len(grid) == 48  # the survey's grid: 5 one-shot x 6 + IMP 3 x 6
+    assert int(values["compare_runs"]) == len(committed)
 
 
 @pytest.mark.parametrize("name", ORDER)

@@ -293,3 +293,35 @@ def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match="iterations"):
         pruners.prune(model, "mag", 1, iterations=0)
     assert masks.density(model) == 1.0  # nothing was pruned by a refused call
+
+
+def test_every_method_is_registered_once_with_its_label_data_need_and_rounds():
+    assert list(pruners.METHODS) == ["rand", "mag", "snip", "grasp", "synflow"]
+    assert [m.label for m in pruners.METHODS.values()] == ["Rand", "Mag", "SNIP", "GraSP",
+                                                           "SynFlow"]
+    assert [n for n, m in pruners.METHODS.items() if m.needs_data] == ["snip", "grasp"]
+    assert {n: m.iterations for n, m in pruners.METHODS.items()}["synflow"] == 100
+    net, batches = tiny_convnet(), tiny_batches()
+    for name, method in pruners.METHODS.items():  # score() is the registered function, no more
+        with pruners.scoring_mode(net):
+            direct = method.scores(net, batches, seed=0, input_shape=None)
+        assert all(torch.equal(direct[k], v)
+                   for k, v in pruners.score(net, name, batches, seed=0).items()), name
+
+
+def test_train_mode_batchnorm_scores_with_batch_statistics_and_restores_the_running_ones():
+    net, batches = tiny_convnet(), tiny_batches()
+    before = copy.deepcopy(net.state_dict())
+    train_mode = copy.deepcopy(net).train()  # the loss with each batch's own statistics
+    loss = sum(F.cross_entropy(train_mode(x), y) for x, y in batches)
+    loss.backward()
+    expected = {n: (w.detach() * w.grad).abs() for n, w in masks.prunable(train_mode).items()}
+    got = pruners.score(net, "snip", batches, bn_mode="train")
+    assert all(torch.allclose(got[n], e, rtol=1e-10) for n, e in expected.items())
+    eval_mode = pruners.score(net, "snip", batches)
+    assert not torch.allclose(eval_mode["0.weight"], got["0.weight"])  # the mode matters here
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # stats restored
+    with pytest.raises(ValueError, match="methods that score on data"):
+        pruners.score(net, "mag", bn_mode="train")
+    with pytest.raises(ValueError, match="unknown BatchNorm mode"):
+        pruners.score(net, "snip", batches, bn_mode="frozen")

@@ -1,8 +1,13 @@
 """The notebooks' helpers: parameters as papermill passes them, and clear errors."""
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from sparse_survey import tutorial
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_numbers_accepts_lists_numbers_and_the_text_papermill_passes():
@@ -21,7 +26,7 @@ def test_stored_runs_says_what_to_run_when_the_store_is_empty(tmp_path):
 
 def test_preset_names_are_checked():
     assert tutorial.resolve_preset("smoke") == "smoke"
-    assert tutorial.resolve_preset("auto") in ("laptop", "survey")
+    assert tutorial.resolve_preset("auto") == ("survey" if torch.cuda.is_available() else "laptop")
     with pytest.raises(ValueError, match="unknown preset"):
         tutorial.resolve_preset("huge")
 
@@ -41,12 +46,18 @@ def test_a_stored_benchmark_is_measured_once_and_then_read_back(tmp_path):
     assert (tmp_path / "smoke" / "bench" / "demo.json").exists()
 
 
-def test_accuracy_at_highest_compression_is_the_mean_over_seeds_there():
+def test_glued_accuracy_is_the_mean_over_seeds_at_the_highest_compression(capsys):
     def record(compression, seed, accuracy):
         return {"label": "Mag", "status": "finished",
                 "config": {"compression": compression, "seed": seed},
                 "metrics": {"test_acc": accuracy}}
 
     records = [record(1, 0, 0.8), record(2, 0, 0.5), record(2, 1, 0.7)]
-    highest, accuracy = tutorial.accuracy_at_highest_compression(records)
+    highest, accuracy = tutorial.glue_accuracy("mag", records)
     assert highest == 2 and accuracy == pytest.approx(60.0)
+    assert "accuracy at compression 2: 60.00 %" in capsys.readouterr().out
+
+
+def test_relative_results_folders_are_the_repositorys():
+    assert tutorial.results_dir("results") == ROOT / "results"
+    assert tutorial.results_dir("/elsewhere/results") == Path("/elsewhere/results")

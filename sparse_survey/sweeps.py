@@ -1,0 +1,245 @@
+"""Grids of runs: the survey's grid, sweeps over a grid (local, time-boxed, or on Ray) and the
+time estimates that box them.
+
+:func:`sweep` runs every config that the store does not hold yet, one after another or as one
+Ray task per run (one GPU each where GPUs exist), storing each record as it arrives. A local
+sweep can be time-boxed: it starts no run that its estimate says would end past the budget, so
+a long grid proceeds in slices that the store resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import pruners
+from .experiment import RunConfig, config_dict, dataset, run
+from .profile import device_name
+from .store import Store, write_json
+
+SURVEY_GRID = {"methods": list(pruners.METHODS),
+               "compressions": list(pruners.SURVEY_COMPRESSIONS), "imp_iterations": [2, 3, 4],
+               "seeds": [0]}
+
+
+def load_grid(spec: str | os.PathLike | dict) -> dict:
+    """``"survey"`` (the survey's grid), a dict, or a YAML or JSON file with any of the keys
+    methods, compressions, imp_iterations (IMP round counts; empty for none) and seeds, each a
+    list. A missing, empty or malformed file, or a value of the wrong kind, is a clear
+    ValueError."""
+    if isinstance(spec, dict):
+        grid = spec
+    elif spec == "survey":
+        grid = SURVEY_GRID
+    else:
+        import yaml
+
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"grid {str(spec)!r} is neither 'survey' nor an existing file")
+        try:
+            grid = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        except yaml.YAMLError as error:
+            raise ValueError(f"grid file {path} is not valid YAML or JSON: "
+                             f"{' '.join(str(error).split())}") from error
+        if grid is None:
+            raise ValueError(f"grid file {path} is empty")
+    if not isinstance(grid, dict):
+        raise ValueError(f"a grid maps {', '.join(SURVEY_GRID)} to lists; got {grid!r}")
+    unknown = set(grid) - set(SURVEY_GRID)
+    if unknown:
+        raise ValueError(f"unknown grid keys {sorted(unknown)}; known: {sorted(SURVEY_GRID)}")
+    grid = {**SURVEY_GRID, **grid}
+    checks = {"methods": (lambda v: v in pruners.METHODS,
+                          f"method names ({', '.join(pruners.METHODS)})"),
+              "compressions": (lambda v: _number(v) and v >= 0, "numbers >= 0"),
+              "imp_iterations": (lambda v: _whole(v) and v >= 1, "whole numbers >= 1"),
+              "seeds": (lambda v: _whole(v) and v >= 0, "whole numbers >= 0")}
+    for key, (valid, kind) in checks.items():
+        values = grid[key]
+        if not isinstance(values, list) or not all(valid(v) for v in values):
+            raise ValueError(f"grid key {key!r} must be a list of {kind}; got {values!r}")
+    return grid
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
+                 **overrides) -> list[RunConfig]:
+    """Every run of a grid at a preset: one-shot methods x compressions, IMP with each round
+    count x compressions, for each seed."""
+    configs = []
+    for seed in seeds if seeds is not None else grid["seeds"]:
+        for c in grid["compressions"]:
+            for method in grid["methods"]:
+                configs.append(RunConfig.from_preset(preset, method, c, seed=seed, **overrides))
+            for k in grid["imp_iterations"]:
+                configs.append(RunConfig.from_preset(preset, "imp", c, iterations=k, seed=seed,
+                                                     **overrides))
+    return configs
+
+
+def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
+          address: str | None = None, cache_dir=None, progress: bool = True,
+          time_budget: float | None = None, data_root=None,
+          retry_diverged: bool = False, run_progress: bool = True) -> list[dict]:
+    """Run every config that is not done in the store (:meth:`Store.done`: failed runs and broken
+    records are run again, diverged ones too with ``retry_diverged``) and store each record as it
+    arrives; return the new records. With ``progress``, a bar counts the runs, and under it (with
+    ``run_progress``) the run in flight shows its epoch, loss and images/s.
+
+    Before any training, the store must be writable and, on the local backend, the data must
+    load: both fail with a clear error at once rather than in every run. Records stored under
+    keys of an earlier definition are migrated first (:meth:`Store.rekey`). A finished record
+    that cannot be written is kept in a temporary folder (see :func:`keep_safe`) before the
+    error ends the sweep.
+
+    ``time_budget`` (seconds; local backend): start no run that would end past the budget, by
+    :func:`estimate_seconds` from the runs finished in this call and the stored runs of the same
+    presets on this device. The run in flight always finishes and is stored; the runs left wait
+    for the next call. ``data_root`` says where CIFAR-10 is (see :func:`run`)."""
+    if backend not in ("local", "ray"):
+        raise ValueError(f"unknown backend {backend!r}; known: local, ray")
+    if time_budget is not None and (backend != "local" or not time_budget > 0):
+        raise ValueError("a time budget needs the local backend and a positive number of "
+                         f"seconds, got {time_budget!r} with backend {backend!r}")
+    for preset in sorted({c.preset for c in configs}):
+        store.check_writable(preset)
+        store.rekey(preset)
+    pending = [c for c in configs if not store.done(c, retry_diverged)]
+    if backend == "local":  # load the data now: a missing or damaged data set stops here
+        for name, limit in sorted({(c.dataset, c.limit_per_class) for c in pending}, key=str):
+            dataset(name, data_root, limit)
+    bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="sweep",
+               unit="run", disable=not progress)
+    records: list[dict] = []
+
+    def keep(record: dict) -> None:
+        try:
+            store.write(record)
+        except OSError as error:
+            keep_safe(record, error)
+            raise
+        records.append(record)
+        bar.set_postfix(last=f"{record['label']} c={record['config']['compression']:g} "
+                             f"{record['status']}")
+        bar.update()
+
+    if backend == "ray":
+        for record in _ray_runs(pending, address, cache_dir, data_root):
+            keep(record)
+    else:
+        past = past_runs(store, pending) if time_budget is not None else []
+        start = time.monotonic()
+        for config in pending:
+            if time_budget is not None:
+                estimate = estimate_seconds(config, records, past)
+                if estimate is not None and time.monotonic() - start + estimate > time_budget:
+                    continue  # would end past the budget: left for the next call
+            keep(run(config, cache_dir, progress and run_progress, data_root))
+    bar.close()
+    return records
+
+
+def keep_safe(record: dict, error: OSError) -> Path | None:
+    """Save a record that the store could not take into the system's temporary folder
+    (``sparse_survey-unsaved/<preset>/``), or print it to stderr where even that fails; warn
+    where it went. Returns the path, if any."""
+    path = (Path(tempfile.gettempdir()) / "sparse_survey-unsaved" / record["config"]["preset"]
+            / f"{record['key']}.json")
+    try:
+        write_json(path, record)
+    except OSError:
+        print(json.dumps(record), file=sys.stderr)
+        warnings.warn(f"could not store the record of {record['label']} ({error}); it is "
+                      "printed above", stacklevel=2)
+        return None
+    warnings.warn(f"could not store the record of {record['label']} ({error}); it is kept in "
+                  f"{path}: move it into the store", stacklevel=2)
+    return path
+
+
+def trainings(config: dict) -> int:
+    """How many trainings a run (a stored record's ``config``) does: one; for IMP one per round
+    and the dense one (cached once a seed's first IMP run has made it), and a control's."""
+    if config["method"] != "imp":
+        return 1
+    return config["iterations"] + 1 + (config.get("control") is not None)
+
+
+def estimate_seconds(config: RunConfig, *pools: list[dict]) -> float | None:
+    """How long ``config`` should run, from the total times of finished records: the median of
+    those of the same kind (method, IMP rounds, control) in the first pool that has any; else the
+    median time per training (:func:`trainings`) in the first pool with a finished record, times
+    this config's trainings. None when no pool holds a finished record."""
+    mine = config_dict(config)
+
+    def kind(c: dict) -> tuple:
+        return c["method"], c["iterations"], c.get("control")
+
+    finished = [[r for r in pool if r["status"] == "finished"] for pool in pools]
+    for pool in finished:
+        same = [r["timings"]["total_s"] for r in pool if kind(r["config"]) == kind(mine)]
+        if same:
+            return statistics.median(same)
+    for pool in finished:
+        if pool:
+            return trainings(mine) * statistics.median(
+                r["timings"]["total_s"] / trainings(r["config"]) for r in pool)
+    return None
+
+
+def past_runs(store: Store, configs: list[RunConfig]) -> list[dict]:
+    """The stored records of the configs' presets that ran on the device these configs will run
+    on (by its name): what a time estimate may draw on."""
+    devices = {device_name(c.torch_device) for c in configs}
+    return [r for preset in sorted({c.preset for c in configs}) for r in store.records(preset)
+            if r["environment"].get("device_name") in devices]
+
+
+def _run_with_threads(config: RunConfig, cache_dir, threads: int, data_root) -> dict:
+    """A Ray task: :func:`run` with the driver's number of CPU threads (Ray would set one), since
+    CPU float reductions, and so a run's exact numbers, depend on the thread count."""
+    torch.set_num_threads(threads)
+    return run(config, cache_dir, data_root=data_root)
+
+
+def _ray_runs(configs: list[RunConfig], address: str | None, cache_dir, data_root):
+    """Yield records as Ray tasks finish: one task per run, one GPU each when the cluster has
+    GPUs, else as many CPUs as this process uses threads. Without ``address`` a local Ray
+    instance is started."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        threads = torch.get_num_threads()
+        task = ray.remote(num_cpus=1 if gpus else threads, num_gpus=gpus)(_run_with_threads)
+        waiting = [task.remote(replace(c, device="cuda") if gpus else c, cache_dir, threads,
+                               data_root)
+                   for c in configs]
+        while waiting:
+            finished, waiting = ray.wait(waiting, num_returns=1)
+            yield ray.get(finished[0])
+    finally:
+        if started:
+            ray.shutdown()
