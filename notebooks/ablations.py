@@ -1,0 +1,267 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What moves the numbers: the methods' hidden choices
+#
+# Every method hides choices that papers and code bases make differently: the BatchNorm mode
+# while scoring, the number of scoring rounds, global or per-layer thresholds, how much data the
+# scores see, IMP's rewind point. This notebook changes one choice at a time, keeps everything
+# else at the survey's convention, and sets each effect beside the seed-to-seed spread: a choice
+# matters where it moves accuracy by more than twice that spread. Then it tries the plausible
+# mistakes that could produce the survey's chance-level cells. Every number comes from stored
+# runs, like the rest of the book.
+
+# %% tags=["parameters"]
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions of the whole-grid comparisons
+seeds: int = 3  # seeds of the BatchNorm comparison at its seeded compressions (the spread)
+seeded_compressions: list = [0.05, 1, 2]  # where the BatchNorm comparison runs every seed
+results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+
+# %%
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+import sparse_survey as ss
+from sparse_survey import report, tutorial
+
+run = tutorial.parameters(preset, compressions, seeds, results)
+seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
+          if c in run.compressions]
+first_seed = run.seeds[:1]
+
+
+def grid(method, compressions=run.compressions, seeds=first_seed, **fields):
+    """The stored records of one method and variant (the survey's settings when no fields)."""
+    return tutorial.runs(run.configs(method, compressions, seeds, **fields), run.results)
+
+
+def near(*wanted):
+    """The compressions of this run nearest to the wanted ones (the smoke preset runs fewer)."""
+    return sorted({min(run.compressions, key=lambda c: abs(c - w)) for w in wanted})
+
+
+# %% [markdown]
+# ## BatchNorm while scoring: eval mode (the survey's code) or train mode (SNIP's and GraSP's)
+#
+# The Synaptic-Flow code base that the survey used scores with BatchNorm in eval mode: a freshly
+# initialised network's running statistics are 0 and 1, so BatchNorm does nothing. The original
+# SNIP and GraSP code score in train mode, with the batch's own statistics, which normalise every
+# channel. SNIP multiplies gradient by weight and takes the magnitude; GraSP's signed
+# Hessian-gradient product can change sign with the scale of each channel.
+
+# %%
+bn_records, bn_effects = {}, {}
+for method in ("snip", "grasp"):
+    records = []
+    for mode in ("eval", "train"):
+        records += grid(method, bn_mode=mode) + grid(method, seeded, run.seeds[1:], bn_mode=mode)
+    bn_records[method] = records
+    label = ss.experiment.RunConfig.from_preset(run.preset, method, 1, bn_mode="train").label
+    bn_effects[method] = report.effects(records, ss.pruners.METHODS[method].label, label)
+    tutorial.show(bn_effects[method], 2)
+    tutorial.show_figure(report.accuracy_figure(records, with_survey=False),
+                         f"ablations_bn_{method}_figure")
+
+# %% [markdown]
+# An effect is judged against the typical seed-to-seed spread of these seeded cells or, where
+# the method's own cell varies more over seeds (GraSP's do, by several points), against that.
+
+# %%
+seeded_records = bn_records["snip"] + bn_records["grasp"]
+spread = report.seed_spread(seeded_records)
+tutorial.glue_numbers("ablations", seed_spread=spread)
+print(f"typical seed-to-seed spread: {spread:.2f} points")
+
+
+verdicts = []  # one row per judged effect: the summary at the end of the notebook
+
+
+def judged(table, compression):
+    """The verdict on one row of an effects table: its effect against the largest of the typical
+    spread, the row's own spread and its baseline method's spread at that compression. The row
+    is added to the summary."""
+    own = report.seed_spread(seeded_records, label=table.columns[0], compression=compression)
+    judged_by = float(np.nanmax([spread, own, table.at[compression, "seed spread"]]))
+    effect = float(table.at[compression, "effect"])
+    verdicts.append({"variant": table.columns[1], "against": table.columns[0],
+                     "compression": compression, "effect (points)": effect,
+                     "seed spread": judged_by,
+                     "matters": "yes" if abs(effect) > 2 * judged_by else "no"})
+    return report.verdict(effect, judged_by)
+
+
+for method, table in bn_effects.items():
+    mildest, highest_effect = (float(e) for e in table["effect"].iloc[[0, -1]])
+    text = judged(table, table.index[0])
+    judged(table, table.index[-1])
+    densities = [list(r["layer_densities"].values()) for r in bn_records[method]
+                 if r["label"] == table.columns[1] and r["status"] == "finished"
+                 and r["config"]["compression"] == table.index[-1]]
+    starved = np.mean([sum(d < 1e-3 for d in layers) for layers in densities])
+    tutorial.glue_numbers(f"ablations_bn_{method}", mild_effect=mildest,
+                          high_effect=highest_effect, verdict=text, starved_train=float(starved),
+                          thinnest_train=float(np.mean([min(layers) for layers in densities])))
+    print(f"{method}, train mode at compression {table.index[-1]:g}: {starved:.1f} layers "
+          "keep less than 0.1 % of their weights")
+    print(f"{method}, train-mode BatchNorm at compression {table.index[0]:g}: {text}")
+
+# %% [markdown]
+# The sign of GraSP's kept weights in both modes, on one initialization: the share of kept
+# weights that are positive in the hidden layers, at compression 1.
+
+# %%
+model, batches = tutorial.model_and_batches(run)
+shares = {}
+for mode in ("eval", "train"):
+    copy = tutorial.preset_model(run.preset)[0]
+    kept = ss.pruners.prune(copy, "grasp", 1, batches, bn_mode=mode)
+    inner = list(ss.masks.prunable(copy).items())[1:-1]
+    shares[f"{mode} mode"] = sum(int((w.detach()[kept[n]] > 0).sum()) for n, w in inner) / \
+        sum(int(kept[n].sum()) for n, _ in inner)
+tutorial.show(pd.DataFrame({"positive share of kept hidden weights": shares}), 3)
+tutorial.glue_numbers("ablations_grasp", positive_eval=shares["eval mode"],
+                      positive_train=shares["train mode"])
+
+# %% [markdown]
+# ## SynFlow: 100 scoring rounds or one
+#
+# SynFlow's paper prunes in 100 rounds, rescoring the thinned network; scored once, the flow
+# concentrates on the strongest paths. Accuracy and the layers each leaves empty.
+
+# %%
+synflow = grid("synflow") + grid("synflow", iterations=1)
+one_round = ss.experiment.RunConfig.from_preset(run.preset, "synflow", 1, iterations=1).label
+rounds = report.effects(synflow, "SynFlow", one_round)
+tutorial.show(rounds, 2)
+tutorial.show(report.collapsed_layers(synflow), 1)
+tutorial.show_figure(report.accuracy_figure(synflow, with_survey=False),
+                     "ablations_synflow_figure")
+tutorial.glue_numbers("ablations_synflow", high_effect=float(rounds["effect"].iloc[-1]),
+                      emptied_one_round=float(report.collapsed_layers(synflow)[one_round].max()),
+                      verdict=judged(rounds, rounds.index[-1]))
+
+# %% [markdown]
+# ## Scope: one global threshold or one per layer
+#
+# A global threshold lets a method move weights between layers; a per-layer (local) one keeps
+# every layer at the same density, like random pruning does by chance.
+
+# %%
+for method, label in (("mag", "Mag"), ("snip", "SNIP")):
+    records = grid(method, near(0.5, 1, 2)) + grid(method, near(0.5, 1, 2), scope="local")
+    local = ss.experiment.RunConfig.from_preset(run.preset, method, 1, scope="local").label
+    table = report.effects(records, label, local)
+    tutorial.show(table, 2)
+    tutorial.glue_numbers(f"ablations_scope_{method}", high_effect=float(table["effect"].iloc[-1]),
+                          verdict=judged(table, table.index[-1]))
+
+# %% [markdown]
+# ## Scoring data: one batch of 256 or ten
+#
+# SNIP and GraSP sum their scores over the given batches; more data averages out the noise of a
+# single batch at random initialization.
+
+# %%
+for method, label in (("snip", "SNIP"), ("grasp", "GraSP")):
+    records = grid(method, near(1, 2)) + grid(method, near(1, 2), prune_batches=10)
+    more = ss.experiment.RunConfig.from_preset(run.preset, method, 1, prune_batches=10).label
+    table = report.effects(records, label, more)
+    tutorial.show(table, 2)
+    tutorial.glue_numbers(f"ablations_data_{method}", high_effect=float(table["effect"].iloc[-1]),
+                          verdict=judged(table, table.index[-1]))
+
+# %% [markdown]
+# ## IMP's rewind point: initialization or an early training step
+#
+# Frankle et al. (2020) found that on deeper networks, winning tickets appear only when the
+# survivors are rewound to an early point of training rather than to initialization. Here IMP
+# with 2 rounds rewinds to the step at about 1 % of the dense training.
+
+# %%
+train_images = len(tutorial.preset_model(run.preset)[1][0])
+recipe = ss.experiment.PRESETS[run.preset].recipe
+early = max(1, round(0.01 * recipe.epochs * (train_images // recipe.batch_size)))
+rewinds = grid("imp", near(1, 2), iterations=2) + grid("imp", near(1, 2), iterations=2,
+                                                         rewind=early)
+rewound = ss.experiment.RunConfig.from_preset(run.preset, "imp", 1, iterations=2,
+                                              rewind=early).label
+table = report.effects(rewinds, "IMP (2 Iters)", rewound)
+tutorial.show(table, 2)
+tutorial.glue_numbers("ablations_rewind", step=early, high_effect=float(table["effect"].iloc[-1]),
+                      verdict=judged(table, table.index[-1]))
+
+# %% [markdown]
+# ## The survey's chance-level cells: which mistakes produce them?
+#
+# The survey reports 10.00 % (chance) for random pruning at compressions 1 and 2, for SynFlow at
+# compression 2, and 19.34 % for IMP with 4 rounds at compression 2. Candidate mistakes, each
+# tried here where the survey's correct runs would not show it:
+#
+# - **SynFlow scored once** instead of in 100 rounds (above: the one-round runs);
+# - **SynFlow's flow overflowing float32**, which turns scores into infinities or NaN;
+# - **a learning rate too high for a sparse network** (ten times the preset's);
+# - **an IMP round that does not rewind**, fine-tuning the trained survivors instead.
+
+# %%
+import torch
+
+positive_vgg = ss.pruners.absolute_copy(ss.models.build("vgg16"))
+with torch.no_grad():
+    flow = float(positive_vgg(torch.ones(1, 3, 32, 32)).sum())
+largest = float(torch.finfo(torch.float32).max)
+tutorial.glue_numbers("ablations", synflow_flow=flow, float32_max=largest)
+print(f"SynFlow's R for the survey's VGG16 at initialization: {flow:.3g}; float32 holds up to "
+      f"{largest:.3g}, so the flow {'overflows' if flow > largest else 'does not overflow'}")
+
+# %%
+highest = max(run.compressions)
+fast = dataclasses.replace(recipe, lr=10 * recipe.lr)
+tried = {
+    "SynFlow, one scoring round": [r for r in synflow if r["label"] == one_round],
+    "Rand, 10 x learning rate": grid("rand", near(1, highest), recipe=fast),
+    "SynFlow, 10 x learning rate": grid("synflow", [highest], recipe=fast),
+    "IMP (4 Iters), 10 x learning rate": grid("imp", [highest], iterations=4, recipe=fast),
+    "IMP (4 Iters), no rewind (fine-tuned)": grid("imp", [highest], iterations=4, rewind="none"),
+    "IMP (4 Iters), as the survey describes it": grid("imp", [highest], iterations=4),
+}
+outcome = pd.DataFrame([{"candidate": name, "compression": r["config"]["compression"],
+                         "status": r["status"],
+                         "accuracy (%)": 100 * r["metrics"]["test_acc"]
+                         if r["status"] == "finished" else float("nan")}
+                        for name, records in tried.items() for r in records])
+outcome["at chance (10 %)?"] = [s != "finished" or a < 11 for s, a in
+                                zip(outcome["status"], outcome["accuracy (%)"])]
+tutorial.show(outcome.set_index("candidate"), 2)
+chance = outcome[outcome["at chance (10 %)?"]]["candidate"].unique().tolist()
+tutorial.glue_numbers("ablations", chance_candidates=", ".join(chance) or "none",
+                      chance_count=len(chance))
+
+# %% [markdown]
+# ## Every choice at a glance
+#
+# Each judged effect (variant minus the survey's convention, in accuracy points) beside the seed
+# spread it was judged by: a choice matters where the effect is more than twice that spread.
+
+# %%
+from myst_nb import glue
+
+at_a_glance = pd.DataFrame(verdicts).set_index("variant")
+tutorial.show(at_a_glance, 2)
+glue("ablations_summary_table", at_a_glance.style.format(precision=2)
+     .format("{:g}", subset="compression").set_table_attributes('class="table"'), display=False)
