@@ -149,11 +149,12 @@ synflow = grid("synflow") + grid("synflow", iterations=1)
 one_round = ss.experiment.RunConfig.from_preset(run.preset, "synflow", 1, iterations=1).label
 rounds = report.effects(synflow, "SynFlow", one_round)
 tutorial.show(rounds, 2)
-tutorial.show(report.collapsed_layers(synflow), 1)
+emptied = report.collapsed_layers(synflow)
+tutorial.show(emptied, 1)
 tutorial.show_figure(report.accuracy_figure(synflow, with_survey=False),
                      "ablations_synflow_figure")
 tutorial.glue_numbers("ablations_synflow", high_effect=float(rounds["effect"].iloc[-1]),
-                      emptied_one_round=float(report.collapsed_layers(synflow)[one_round].max()),
+                      emptied_one_round=float(emptied[one_round].max()),
                       verdict=judged(rounds, rounds.index[-1]))
 
 # %% [markdown]

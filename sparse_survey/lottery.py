@@ -88,9 +88,9 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
                 "progress": progress, "eval_every": eval_every, "compile": compile}
     cache = Path(cache_dir or default_cache_dir()) / "imp"
     trained_from = rewind if isinstance(rewind, int) else "init"  # what the dense run keeps
-    key = run_key(model, train, test, recipe, seed, trained_from)
-    checkpoint = (cache / f"{run_key(model, train, test, recipe, seed, rewind)}"
-                          f"-c{compression:g}-k{iterations}.pt")
+    key = run_key(model, train, test, recipe, seed, trained_from)  # hashes the data: once
+    fine_tuned = "-fine-tuned" if rewind == "none" else ""
+    checkpoint = cache / f"{key}{fine_tuned}-c{compression:g}-k{iterations}.pt"
 
     state = _load(checkpoint, device, ("rounds", "rewind_state", "masks", "model"))
     if state is not None:  # resume after the last finished round

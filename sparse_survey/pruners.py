@@ -339,11 +339,12 @@ def scoring_mode(model: nn.Module, bn_mode: str = "eval"):
     every module's mode and every BatchNorm running statistic are as they were (train mode
     updates them)."""
     modes = {m: m.training for m in model.modules()}
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    statistics = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     model.eval()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             ] if bn_mode == "train" else []  # in eval mode nothing updates the statistics
+    statistics = [{k: v.clone() for k, v in m.state_dict().items()} for m in norms]
     for m in norms:
-        m.train(bn_mode == "train")
+        m.train()
     try:
         yield
     finally:

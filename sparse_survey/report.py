@@ -9,6 +9,7 @@ seeds with the standard deviation when more than one seed finished.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -189,13 +190,19 @@ def uncontended(records: list[dict], name: str) -> list[dict]:
     return [r for r in records if r["status"] != "finished" or contended(r, name) is not True]
 
 
+@functools.cache
+def survey_source() -> dict:
+    """``survey_tables.json``: the survey's tables as transcribed from its poster, with each
+    table's unit and uncertain cells (read once)."""
+    return json.loads(resources.files("sparse_survey").joinpath("survey_tables.json").read_text())
+
+
 def survey_numbers(name: str) -> pd.DataFrame | None:
     """The survey's own table matching ours, as printed in the poster (None if it has none)."""
     survey_table = TABLES[name].survey
     if survey_table is None:
         return None
-    source = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
-                        .read_text())
+    source = survey_source()
     t = source["tables"][survey_table]
     df = pd.DataFrame.from_dict(t["rows"], orient="index", columns=source["methods"],
                                 dtype=float)
@@ -553,8 +560,7 @@ def tables_markdown(records: list[dict], heading: str = "###") -> str:
     """Every table as markdown under a ``heading`` of its title, a timing table with
     :data:`TIMING_NOTE`, and each beside the survey's table where it has one (its unit and
     uncertain cells said)."""
-    survey = json.loads(resources.files("sparse_survey").joinpath("survey_tables.json")
-                        .read_text())
+    survey = survey_source()
     parts = []
     for name, t in TABLES.items():
         parts += [f"{heading} {t.title}", markdown(table(records, name))]

@@ -39,10 +39,15 @@ class Store:
     def path(self, config: RunConfig) -> Path:
         return self.root / config.preset / f"{config.key}.json"
 
+    def get(self, config: RunConfig) -> dict | None:
+        """The stored record of ``config`` (None when there is none, or it is broken)."""
+        path = self.path(config)
+        return read_record(path) if path.exists() else None
+
     def done(self, config: RunConfig, retry_diverged: bool = False) -> bool:
         """Whether ``config`` has a record that a sweep should keep: finished, or diverged unless
         ``retry_diverged``."""
-        record = read_record(self.path(config)) if self.path(config).exists() else None
+        record = self.get(config)
         kept = ("finished",) if retry_diverged else ("finished", "diverged")
         return record is not None and record["status"] in kept
 

@@ -200,10 +200,7 @@ def runs(configs: list[RunConfig], results: str | os.PathLike = "results",
     an executed notebook). A clear error when none of them finished, naming the first error."""
     store = Store(results_dir(results))
     sweep(configs, store, cache_dir=cache_dir, progress=progress, run_progress=False)
-    stored = {}
-    for preset in {c.preset for c in configs}:
-        stored.update({r["key"]: r for r in store.records(preset, stale=True)})  # by key
-    records = [stored[c.key] for c in configs]
+    records = [store.get(c) for c in configs]
     if not any(r["status"] == "finished" for r in records):
         raise RuntimeError(f"none of the {len(records)} runs finished; the first "
                            f"{records[0]['status']} with: {first_line(records[0]['error'])}")
