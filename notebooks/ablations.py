@@ -40,7 +40,7 @@ import pandas as pd
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results)
+run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
 seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
           if c in run.compressions]
 first_seed = run.seeds[:1]

@@ -37,8 +37,9 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 import sparse_survey as ss
-from sparse_survey import report
+from sparse_survey import report, tutorial
 
+tutorial.refuse_unknown_parameters()
 model = ss.models.build(model_name, num_classes, in_channels, width, image_size=image_size)
 input_shape = (in_channels, image_size, image_size)
 weights = {name: w.numel() for name, w in ss.masks.prunable(model).items()}

@@ -28,7 +28,7 @@
 
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
-iterations: int = 2  # IMP prune rounds, the survey's "IMP (k Iters)"
+iters: int = 2  # IMP prune rounds, the survey's "IMP (k Iters)" (a run's `iterations`)
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # final compressions c (density 10^-c)
 rewind: str = "init"  # rewind the survivors to "init" (the survey's) or to a training step, e.g. 40
 seeds: int = 1  # seeds of weights and data order (mean and spread when more than one)
@@ -38,7 +38,7 @@ results: str = "results"  # folder of the results store (finished runs are reuse
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
-                          iterations=iterations, rewind=rewind)
+                          iterations=tutorial.count(iters, "iters"), rewind=rewind)
 
 # %% [markdown]
 # ## The runs
@@ -48,7 +48,7 @@ run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
 
 # %%
 records = tutorial.trained(run)
-tutorial.glue_numbers("imp", iterations=iterations)
+tutorial.glue_numbers("imp", iterations=iters)
 
 # %% [markdown]
 # ## Round by round

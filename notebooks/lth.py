@@ -30,7 +30,7 @@
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
 compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density 10^-c)
-iterations: int = 2  # IMP prune rounds per ticket
+iters: int = 2  # IMP prune rounds per ticket (a run's `iterations`)
 seeds: int = 1  # seeds of weights and data order (mean over seeds when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
 
@@ -38,7 +38,7 @@ results: str = "results"  # folder of the results store (finished runs are reuse
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
-                          iterations=iterations)
+                          iterations=tutorial.count(iters, "iters"))
 
 # %% [markdown]
 # ## Tickets and their controls
@@ -53,7 +53,7 @@ table = report.controls_table({name: tutorial.runs(run.configs(control=control),
                                for name, control in arms.items()})
 tutorial.show(table, 2)
 tutorial.show_figure(report.controls_figure(
-    table, f"winning tickets against random tickets ({iterations} IMP rounds)"), "lth_figure")
+    table, f"winning tickets against random tickets ({iters} IMP rounds)"), "lth_figure")
 
 # %%
 sparsest = table.iloc[-1]

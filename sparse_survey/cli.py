@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, FloatingPointError) as error:  # missing or damaged data too
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +71,46 @@ def device_arg(text: str) -> str:
             raise argparse.ArgumentTypeError(f"{text!r}: this machine has {count} CUDA GPU(s) "
                                              "that torch can use")
     return text
+
+
+def count_arg(text: str) -> int:
+    """A whole number >= 1 (an argparse type)."""
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+
+
+def compression_arg(text: str) -> float:
+    """A compression c: a finite number >= 0 (density 10^-c)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def folder_arg(text: str) -> str:
+    """A folder to write into: it, or the first of its parents that exists, must be a folder."""
+    path = Path(text).expanduser()
+    for place in (path, *path.parents):
+        if place.exists():
+            if not place.is_dir():
+                raise argparse.ArgumentTypeError(f"{place} is a file, not a folder")
+            break
+    return text
+
+
+def positive_seconds(text: str) -> float:
+    """A time budget: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def limit_arg(text: str) -> int | str:
@@ -132,24 +177,25 @@ def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
     group = p.add_argument_group("pruning")
     group.add_argument("--method", required=required, default=None, choices=pruners.METHODS,
                        help="pruning method" + ("" if required else " (default: none, dense)"))
-    group.add_argument("--compression", type=float, required=required, default=0.0,
+    group.add_argument("--compression", type=compression_arg, required=required, default=None,
                        help="compression c: keep a fraction 10^-c of the prunable weights")
     group.add_argument("--scope", default="global", choices=pruners.SCOPES,
                        help="one threshold for all layers, or per layer (default: %(default)s)")
-    group.add_argument("--iterations", type=int, default=None,
+    group.add_argument("--iterations", type=count_arg, default=None,
                        help="pruning rounds (default: the method's, 100 for synflow, else 1)")
     group.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
-    group.add_argument("--prune-batches", type=int, default=1,
+    group.add_argument("--prune-batches", type=count_arg, default=1,
                        help="training batches that snip and grasp score on (default: "
                             "%(default)s)")
-    group.add_argument("--prune-batch-size", type=int, default=256,
+    group.add_argument("--prune-batch-size", type=count_arg, default=256,
                        help="images per scoring batch (default: %(default)s)")
     group.add_argument("--bn-mode", default="eval", choices=pruners.BN_MODES,
                        help="BatchNorm's mode while snip and grasp score (default: %(default)s)")
 
 
 def load_data(args: argparse.Namespace, b: Preset):
-    return dataset(b.dataset, args.data_root, b.limit_per_class)
+    return dataset(b.dataset, args.data_root, b.limit_per_class,
+                   progress=not getattr(args, "no_progress", False))
 
 
 def pruned_model(args: argparse.Namespace, b: Preset, device: torch.device, train=None):
@@ -239,9 +285,9 @@ def add_profile(commands) -> None:
                 "Prune a freshly initialised model (or leave it dense when no --method is given) "
                 "and print its profile record.",
                 add_budget_options, lambda p: add_pruning_options(p, required=False))
-    p.add_argument("--eval-batch-size", type=int, default=256,
+    p.add_argument("--eval-batch-size", type=count_arg, default=256,
                    help="inference batch size (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=count_arg, default=None,
                    help="timed passes over the test set (default: the preset's)")
     p.add_argument("--no-memory", action="store_true",
                    help="skip the CPU-memory probe (a fresh subprocess)")
@@ -261,14 +307,18 @@ def format_value(key: str, value) -> str:
 def run_profile(args: argparse.Namespace) -> int:
     from .profile import profile
 
+    if (args.method is None) != (args.compression is None):
+        raise ValueError("--method and --compression go together (give neither to profile the "
+                         "dense model)")
     b, device = budget(args), device_of(args.device)
     train, test = load_data(args, b)
     model, _ = pruned_model(args, b, device, train)
     what = f"{args.method} at compression {args.compression:g}" if args.method else "dense"
     print(f"profile of {b.model} (width {b.width:g}), {what}, on {len(test)} test images "
           f"of {test.name}")
-    record = profile(model, test, device, args.eval_batch_size,
-                     args.repeats or b.profile_repeats, memory=not args.no_memory,
+    repeats = b.profile_repeats if args.repeats is None else args.repeats
+    record = profile(model, test, device, args.eval_batch_size, repeats,
+                     memory=not args.no_memory,
                      progress=not args.no_progress)
     for key, value in record.items():
         print(f"  {key:28} {format_value(key, value)}")
@@ -291,16 +341,16 @@ def add_imp(commands) -> None:
                 "Train, then k times: prune by global magnitude to d^(r/k), rewind the survivors, "
                 "retrain. Prints one row per round; the dense training and each round are cached, "
                 "so a rerun resumes.", add_budget_options, add_recipe_options)
-    p.add_argument("--compression", type=float, required=True,
+    p.add_argument("--compression", type=compression_arg, required=True,
                    help="final compression c (density 10^-c)")
-    p.add_argument("--iterations", type=int, default=4,
+    p.add_argument("--iterations", type=count_arg, default=4,
                    help="prune rounds, the survey's 'IMP (k Iters)' (default: %(default)s)")
     p.add_argument("--rewind", type=rewind_point, default="init",
                    help="rewind to 'init', to training step j, or 'none' (fine-tune the "
                         "trained survivors) (default: %(default)s)")
     p.add_argument("--controls", action="store_true",
                    help="also train the random-reinit and layerwise-shuffle controls")
-    p.add_argument("--cache-dir", default=None,
+    p.add_argument("--cache-dir", default=None, type=folder_arg,
                    help="dense runs and checkpoints (default: $SPARSE_SURVEY_CACHE or "
                         "~/.cache/sparse_survey)")
     p.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
@@ -347,24 +397,26 @@ def add_sweep(commands) -> None:
                    help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
                         "compressions) or a YAML/JSON file with methods, compressions, "
                         "imp_iterations, seeds (default: %(default)s)")
-    p.add_argument("--seeds", type=int, default=None,
+    p.add_argument("--seeds", type=count_arg, default=None,
                    help="run seeds 0 .. N-1 (default: the grid's seeds)")
     p.add_argument("--backend", default="local", choices=("local", "ray"),
                    help="run here, or one Ray task per run (default: %(default)s)")
     p.add_argument("--address", default=None,
                    help="Ray cluster address (default: start a local Ray instance)")
-    p.add_argument("--results", default="results", help="store root (default: %(default)s)")
+    p.add_argument("--results", default="results", type=folder_arg,
+                   help="store root (default: %(default)s)")
     p.add_argument("--device", default=None, type=device_arg,
                    help="torch device (default: cuda if any)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train through torch.compile, compiled once per architecture "
                         "(default: on CUDA only)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--time-budget", type=positive_seconds, default=None, metavar="SECONDS",
                    help="start no run that would end past this many seconds (estimated from "
                         "finished runs); rerun the command to continue (local backend)")
     p.add_argument("--data-root", default=None,
                    help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA, then a download)")
-    p.add_argument("--cache-dir", default=None, help="IMP dense runs and checkpoints")
+    p.add_argument("--cache-dir", default=None, type=folder_arg,
+                   help="IMP dense runs and checkpoints")
     p.add_argument("--retry-diverged", action="store_true",
                    help="run diverged runs again too (failed runs always are)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -379,15 +431,24 @@ def run_sweep(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     seeds = list(range(args.seeds)) if args.seeds is not None else None
     configs = grid_configs(grid, preset, seeds, device=args.device, compile=args.compile)
+    if not configs:
+        raise ValueError(f"the grid {args.grid} has no runs (no method, compression or seed)")
     store = Store(args.results)
     todo = sum(not store.done(c, args.retry_diverged) for c in configs)
     budget_text = f", time budget {args.time_budget:g} s" if args.time_budget else ""
     print(f"{len(configs)} runs in the grid at preset {preset}, {todo} still to do"
           f"{budget_text}; records in {store.root / preset}")
     start = time.perf_counter()
-    records = sweep(configs, store, args.backend, args.address, args.cache_dir,
-                    progress=not args.no_progress, time_budget=args.time_budget,
-                    data_root=args.data_root, retry_diverged=args.retry_diverged)
+    try:
+        records = sweep(configs, store, args.backend, args.address, args.cache_dir,
+                        progress=not args.no_progress, time_budget=args.time_budget,
+                        data_root=args.data_root, retry_diverged=args.retry_diverged)
+    except KeyboardInterrupt:
+        done = todo - sum(not store.done(c, args.retry_diverged) for c in configs)
+        print(f"\ninterrupted after {time.perf_counter() - start:.0f} s: {done} run(s) finished "
+              "and stored in this call, the run in flight dropped; run the same command again "
+              "to resume", file=sys.stderr)
+        return 130
     bad = [r for r in records if r["status"] != "finished"]
     print(f"done: {len(records)} run now in {time.perf_counter() - start:.0f} s, {len(bad)} of "
           "them diverged or failed")
@@ -395,6 +456,10 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"  {r['label']} c={r['config']['compression']:g} seed {r['config']['seed']}: "
               f"{r['status']}: {first_line(r['error'])}")
     left = [c for c in configs if not store.done(c, args.retry_diverged)]
+    elsewhere = sum(store.claimed(c) for c in left)
+    if elsewhere:
+        print(f"{elsewhere} run(s) were running in another sweep on this store and were left "
+              "to it")
     if left:
         past = past_runs(store, left)
         estimates = [estimate_seconds(c, records, past) for c in left]
@@ -417,13 +482,14 @@ def add_report(commands) -> None:
                 "numbers) and PNG/SVG figures.")
     p.add_argument("--preset", required=True, help="which preset's records")
     p.add_argument("--results", default="results", help="store root (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output folder (default: reports/PRESET)")
-    p.add_argument("--compression", type=float, default=1.0,
+    p.add_argument("--out", default=None, type=folder_arg,
+                   help="output folder (default: reports/PRESET)")
+    p.add_argument("--compression", type=compression_arg, default=1.0,
                    help="compression of the per-layer figures (default: %(default)s)")
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .report import nearest_compression, survey_runs, write_report
     from .store import Store
 
     store = Store(args.results)
@@ -437,8 +503,11 @@ def run_report(args: argparse.Namespace) -> int:
               f"{why}", file=sys.stderr)
         return 2
     out = args.out or f"reports/{args.preset}"
-    path = write_report(records, out, f"Results at the {args.preset} preset",
-                        args.compression)
+    drawn = nearest_compression(survey_runs(records), args.compression)
+    if not math.isclose(drawn, args.compression):
+        print(f"no finished run at compression {args.compression:g}: the per-layer figures "
+              f"show the nearest stored one, {drawn:g}")
+    path = write_report(records, out, f"Results at the {args.preset} preset", drawn)
     print(f"wrote {path} and its figures ({len(records)} records)")
     return 0
 
@@ -474,7 +543,7 @@ def add_bench(commands) -> None:
     train.add_argument("--dataset", default="cifar10", choices=datasets.DATASETS,
                        help="data set (default: %(default)s)")
     train.add_argument("--data-root", default=None, help="where CIFAR-10 is (see train)")
-    train.add_argument("--out", default="results/bench",
+    train.add_argument("--out", default="results/bench", type=folder_arg,
                        help="folder of the stored record (default: %(default)s)")
     prune = benches.add_parser(
         "prune", help="scoring and pruning time of every method",
@@ -486,7 +555,7 @@ def add_bench(commands) -> None:
                        help="compression to prune to, repeatable (default: 0.05, 1 and 2)")
     prune.add_argument("--device", action="append", default=None, type=device_arg,
                        help="device to time on, repeatable (default: cpu, and cuda if any)")
-    prune.add_argument("--out", default="results/bench",
+    prune.add_argument("--out", default="results/bench", type=folder_arg,
                        help="folder of the stored record (default: %(default)s)")
     sparse = benches.add_parser(
         "sparse", help="dense masked vs CSR sparse forward time by density",

@@ -95,17 +95,18 @@ class ImageSet:
 
 def load(name: str, root: str | os.PathLike | None = None, limit_per_class: int | None = None,
          download: bool = True, cache_dir: str | os.PathLike | None = None,
-         ) -> tuple[ImageSet, ImageSet]:
+         progress: bool = True) -> tuple[ImageSet, ImageSet]:
     """The ``(train, test)`` splits of a dataset.
 
     ``limit_per_class`` keeps a fixed, seeded subset of that many images per class in each split
-    (for the small presets and tests). ``root`` and ``download`` apply to CIFAR-10 only.
+    (for the small presets and tests). ``root`` and ``download`` apply to CIFAR-10 only;
+    ``progress`` shows the bars of a first decode.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if limit_per_class is not None and limit_per_class < 1:
         raise ValueError(f"limit_per_class must be at least 1, got {limit_per_class}")
-    train, test = digits() if name == "digits" else cifar10(root, download, cache_dir)
+    train, test = digits() if name == "digits" else cifar10(root, download, cache_dir, progress)
     if limit_per_class is not None:
         train, test = train.per_class(limit_per_class), test.per_class(limit_per_class)
     return train, test
@@ -162,8 +163,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SPARSE_SURVEY_CACHE", Path.home() / ".cache/sparse_survey"))
 
 
-def cifar10(root=None, download: bool = True, cache_dir=None) -> tuple[ImageSet, ImageSet]:
-    """CIFAR-10 from the first source found (see the module docstring), else a clear error."""
+def cifar10(root=None, download: bool = True, cache_dir=None,
+            progress: bool = True) -> tuple[ImageSet, ImageSet]:
+    """CIFAR-10 from the first source found (see the module docstring), else a clear error. An
+    image folder or archive must hold what CIFAR-10 is (see :func:`check_cifar10`)."""
     candidates = [Path(p).expanduser() for p in (root, os.environ.get("SPARSE_SURVEY_DATA"))
                   if p]
     candidates.append(default_data_dir())
@@ -173,7 +176,11 @@ def cifar10(root=None, download: bool = True, cache_dir=None) -> tuple[ImageSet,
             continue
         if (source / "cifar-10-batches-py").is_dir():
             return _torchvision_cifar10(source, download=False)
-        return _image_folder_cached(source, cache_dir)
+        train, test = image_folder(source, cache_dir, progress)
+        check_cifar10(train, test, source)
+        name = "CIFAR-10 (JPEG q75)" if "jpeg" in source.name.lower() else \
+            f"CIFAR-10 ({source.name})"
+        return replace(train, name=name), replace(test, name=name)
     if download:
         try:
             return _torchvision_cifar10(default_data_dir(), download=True)
@@ -216,22 +223,23 @@ def _torchvision_cifar10(root: Path, download: bool) -> tuple[ImageSet, ImageSet
                  test.data.transpose(0, 3, 1, 2), test.targets)  # (N, H, W, C) -> (N, C, H, W)
 
 
-def _image_folder_cached(source: Path, cache_dir=None) -> tuple[ImageSet, ImageSet]:
-    """Decode an ImageFolder tree (folder or archive) once; later loads read the cached arrays.
-    A damaged cache file is decoded again (with a warning naming it); where the cache cannot be
-    written, the data is used uncached (with a warning)."""
+def image_folder(source: Path, cache_dir=None,
+                 progress: bool = True) -> tuple[ImageSet, ImageSet]:
+    """The ``(train, test)`` splits of an ImageFolder tree (a folder, or a zip or tar archive of
+    one; see :func:`decode_image_folder`), named after it. Decoded once; later loads read the
+    cached arrays. A damaged cache file is decoded again (with a warning naming it); where the
+    cache cannot be written, the data is used uncached (with a warning)."""
     cache = Path(cache_dir or default_cache_dir()) / f"{_stem(source)}-{_fingerprint(source)}.npz"
     remove_stale_temporaries(cache)
     arrays = _read_cache(cache)
     if arrays is None:
-        arrays = decode_image_folder(source)
+        arrays = decode_image_folder(source, progress)
         try:
             atomic_write(cache, lambda tmp: _write_arrays(tmp, arrays))
         except OSError as error:
             warnings.warn(f"cannot write the decoded-image cache {cache} ({error}); going on "
                           "without it, so the next load decodes again", stacklevel=3)
-    name = "CIFAR-10 (JPEG q75)" if "jpeg" in source.name.lower() else f"CIFAR-10 ({source.name})"
-    return _pair(name, arrays["classes"].tolist(), arrays["train_x"], arrays["train_y"],
+    return _pair(_stem(source), arrays["classes"].tolist(), arrays["train_x"], arrays["train_y"],
                  arrays["test_x"], arrays["test_y"], stats=(arrays["mean"], arrays["std"]))
 
 
@@ -278,17 +286,19 @@ def _stem(path: Path) -> str:
     return name or "images"
 
 
-def decode_image_folder(source: Path) -> dict[str, np.ndarray]:
+def decode_image_folder(source: Path, progress: bool = True) -> dict[str, np.ndarray]:
     """Decode every image of an ImageFolder tree with ``train`` and ``test`` splits into arrays.
 
     Files are ordered by (split, class, file name), so the result does not depend on the order of
     an archive's members; classes are the sorted class folder names (torchvision's convention).
+    Both splits must hold the same classes, every image the same size, and every image must be
+    colour (RGB): a grayscale or paletted image is refused rather than silently made RGB.
     """
     from PIL import Image
 
     try:
         files = sorted(tqdm(_image_files(source), desc=f"reading {source.name}",
-                            unit=" images", leave=False))
+                            unit=" images", leave=False, disable=not progress))
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
         raise DataError(f"{source} is damaged or truncated ({error}); copy or download it "
                         "again") from error
@@ -300,18 +310,30 @@ def decode_image_folder(source: Path) -> dict[str, np.ndarray]:
         split, label, name, blob = file
         try:
             with Image.open(io.BytesIO(blob)) as im:
-                return np.asarray(im.convert("RGB"))
+                mode, pixels = im.mode, np.asarray(im)
         except (OSError, ValueError) as error:  # PIL: unidentified or truncated image
             raise DataError(f"{split}/{label}/{name} in {source} is not a readable image "
                             f"({error})") from error
+        if mode != "RGB":
+            raise DataError(f"{split}/{label}/{name} in {source} is a {mode}-mode image, not "
+                            "RGB: this data set's images are colour (convert it, or use "
+                            "another data set)")
+        return pixels
 
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # Pillow releases the GIL while decoding
         pixels = list(tqdm(pool.map(decode, files), total=len(files),
                            desc=f"decoding {source.name} (once; cached)", unit=" images",
-                           leave=False))
+                           leave=False, disable=not progress))
     shapes = {p.shape for p in pixels}
     if len(shapes) != 1:
-        raise ValueError(f"images in {source} differ in size: {sorted(shapes)[:5]}")
+        raise DataError(f"images in {source} differ in size: {sorted(shapes)[:5]}")
+    per_split = {split: sorted({c for s, c, _, _ in files if s == split})
+                 for split in ("train", "test")}
+    if per_split["train"] and per_split["test"] and per_split["train"] != per_split["test"]:
+        only = {s: sorted(set(per_split[s]) - set(per_split[o]))
+                for s, o in (("train", "test"), ("test", "train"))}
+        raise DataError(f"the splits of {source} hold different classes: "
+                        + "; ".join(f"only in {s}/: {', '.join(c)}" for s, c in only.items() if c))
     out: dict[str, np.ndarray] = {"classes": np.array(classes)}
     for split in ("train", "test"):
         pick = [i for i, f in enumerate(files) if f[0] == split]
@@ -321,6 +343,28 @@ def decode_image_folder(source: Path) -> dict[str, np.ndarray]:
         out[f"{split}_y"] = np.array([classes.index(files[i][1]) for i in pick], dtype=np.int64)
     out["mean"], out["std"] = map(np.array, channel_stats(out["train_x"]))
     return out
+
+
+CIFAR10_SHAPE, CIFAR10_CLASSES = SHAPES["cifar10"], NUM_CLASSES["cifar10"]
+
+
+def check_cifar10(train: ImageSet, test: ImageSet, source: Path) -> None:
+    """Refuse an image folder loaded as CIFAR-10 that is not shaped like it: 10 classes, images
+    of every class in both splits, 32x32 RGB images. Training on anything else as CIFAR-10 (a
+    model built for 10 classes, a class missing from the test set) would give a wrong number
+    without a word."""
+    if len(train.classes) != CIFAR10_CLASSES:
+        raise DataError(f"{source} holds {len(train.classes)} classes "
+                        f"({', '.join(train.classes)}); CIFAR-10 has {CIFAR10_CLASSES}")
+    if train.shape != CIFAR10_SHAPE:
+        c, h, w = train.shape
+        raise DataError(f"{source} holds {h}x{w} images with {c} channel(s); CIFAR-10's are "
+                        f"{CIFAR10_SHAPE[1]}x{CIFAR10_SHAPE[2]} RGB")
+    for split, images in (("train", train), ("test", test)):
+        missing = sorted(set(range(CIFAR10_CLASSES)) - set(images.labels.unique().tolist()))
+        if missing:
+            raise DataError(f"{source}: {split}/ has no images of "
+                            f"{', '.join(train.classes[i] for i in missing)}")
 
 
 def _image_files(source: Path) -> Iterator[tuple[str, str, str, bytes]]:

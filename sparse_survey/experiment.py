@@ -146,8 +146,10 @@ class RunConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
         pruners.density_of(self.compression)  # raises for a negative or NaN compression
-        if self.iterations is not None and self.iterations < 1:
-            raise ValueError(f"iterations must be at least 1, got {self.iterations}")
+        if self.iterations is not None and not (
+                isinstance(self.iterations, int) and not isinstance(self.iterations, bool)
+                and self.iterations >= 1):
+            raise ValueError(f"iterations must be a whole number >= 1, got {self.iterations!r}")
         if self.scope not in pruners.SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}; known: {', '.join(pruners.SCOPES)}")
         needs_data = self.method in pruners.METHODS and pruners.METHODS[self.method].needs_data
@@ -165,6 +167,8 @@ class RunConfig:
                              f"{', '.join(lottery.CONTROLS)}")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
+        if self.method != "dense":  # a compression that would leave a layer empty, refused now
+            check_compression(self.compression, self.model, self.width, self.dataset, self.scope)
         if self.device is not None:
             try:
                 torch.device(self.device)
@@ -231,6 +235,29 @@ class RunConfig:
             if self.variant:
                 label += f" ({', '.join(self.variant)})"
         return f"{label}, {lottery.CONTROLS[self.control]}" if self.control else label
+
+
+def check_compression(compression: float, model: str, width: float, dataset: str,
+                      scope: str = "global") -> None:
+    """Refuse, before any work, a compression at which a model would keep fewer than one weight
+    per prunable layer (see :func:`sparse_survey.pruners.check_survivors`)."""
+    try:
+        pruners.check_survivors(pruners.density_of(compression),
+                                prunable_sizes(model, width, dataset), scope)
+    except ValueError as error:
+        raise ValueError(f"compression {compression:g} is too high for {model} at width "
+                         f"{width:g}: {error}") from None
+
+
+@functools.lru_cache(maxsize=16)
+def prunable_sizes(model: str, width: float, dataset: str) -> dict[str, int]:
+    """The prunable weights' sizes of a model for a data set's images, built without memory (on
+    the meta device): what a config's compression is checked against before any work."""
+    channels, size, _ = datasets.SHAPES[dataset]
+    with torch.device("meta"):
+        built = models.build(model, datasets.NUM_CLASSES[dataset], channels, width,
+                             image_size=size)
+    return {name: w.numel() for name, w in masks.prunable(built).items()}
 
 
 def _words(value) -> str:
@@ -317,17 +344,22 @@ def run(config: RunConfig, cache_dir=None, progress: bool = False, data_root=Non
     return record
 
 
+_LOADED: dict[tuple, tuple[ImageSet, ImageSet]] = {}  # at most two data sets, the newest
+
+
 def dataset(name: str, root: str | os.PathLike | None = None,
-            limit_per_class: int | None = None) -> tuple[ImageSet, ImageSet]:
+            limit_per_class: int | None = None,
+            progress: bool = True) -> tuple[ImageSet, ImageSet]:
     """:func:`sparse_survey.data.load`, once per process and arguments: every run of a sweep
-    shares the loaded data. ``root`` None: ``$SPARSE_SURVEY_DATA``, then a download."""
-    return _loaded(name, str(root) if root else os.environ.get("SPARSE_SURVEY_DATA") or None,
-                   limit_per_class)
-
-
-@functools.lru_cache(maxsize=2)
-def _loaded(name: str, root: str | None, limit_per_class: int | None):
-    return datasets.load(name, root, limit_per_class)
+    shares the loaded data. ``root`` None: ``$SPARSE_SURVEY_DATA``, then a download;
+    ``progress`` shows the bars of a first decode."""
+    key = (name, str(root) if root else os.environ.get("SPARSE_SURVEY_DATA") or None,
+           limit_per_class)
+    if key not in _LOADED:
+        if len(_LOADED) == 2:
+            del _LOADED[next(iter(_LOADED))]
+        _LOADED[key] = datasets.load(*key, progress=progress)
+    return _LOADED[key]
 
 
 def fresh_model(name: str, width: float, shape: tuple[int, int, int], classes: int, seed: int,
@@ -352,7 +384,7 @@ def scoring_batches(train: ImageSet, count: int, batch_size: int, seed: int,
 def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict) -> dict:
     device = config.torch_device
     compile = device.type == "cuda" if config.compile is None else config.compile
-    train, test = dataset(config.dataset, data_root, config.limit_per_class)
+    train, test = dataset(config.dataset, data_root, config.limit_per_class, progress)
     model = fresh_model(config.model, config.width, train.shape, len(train.classes),
                         config.seed, device)
     training = {"device": device, "progress": progress, "eval_every": config.eval_every,

@@ -6,13 +6,27 @@ file, then a rename), so a killed sweep leaves no half record. Readers skip a fi
 valid record, with a warning naming it, and see every record's config in the current layout
 (:func:`~sparse_survey.experiment.upgrade`); :meth:`Store.rekey` migrates files whose name is an
 earlier key of their config.
+
+Only a file named like a key (16 hexadecimal digits) is a record: a stray copy such as
+``old-<key>.json`` is named in a warning and never counted, moved or overwritten. A record written
+by a newer version of the package (a higher ``schema``) is refused, not read as current: reading
+it would misread its fields, and rewriting it would lose them.
+
+Sweeps on one store share its work: a sweep claims a run (:meth:`Store.claim`, an exclusive
+``flock`` on ``<key>.lock`` that the kernel releases when the process ends, however it ends) before
+running it, and a run claimed by another process is left to that process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
+import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from .experiment import BUDGET, PRESETS, SCHEMA, RunConfig, config_dict, config_from_dict
@@ -24,6 +38,13 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
     process killed mid-write leaves no half file."""
     text = json.dumps(data, indent=1, allow_nan=True)
     return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+KEY_NAME = re.compile(r"[0-9a-f]{16}")  # the file name (stem) of a record: a run's key
+
+
+class NewerRecordError(ValueError):
+    """A record written by a newer version of the package (a higher schema than :data:`SCHEMA`)."""
 
 
 class Store:
@@ -55,23 +76,79 @@ class Store:
         return write_json(self.root / record["config"]["preset"] / f"{record['key']}.json",
                           record)
 
-    def check_writable(self, preset: str) -> None:
+    def check_writable(self, preset: str, option: str = "--results") -> None:
         """Raise a clear error now, before any training, if records of ``preset`` cannot be
-        written."""
+        written; it names ``option``, the way the user chose the folder."""
         folder = self.root / preset
         try:
             write_json(folder / ".writable", {}).unlink()
         except OSError as error:
-            raise ValueError(f"cannot write run records to {folder} ({error}); choose another "
-                             "results folder (--results)") from error
+            raise ValueError(f"cannot write run records to {folder} ({error.strerror or error});"
+                             f" choose another results folder ({option})") from None
 
     def records(self, preset: str, stale: bool = False) -> list[dict]:
         """The stored records of a preset (broken files skipped, with a warning). Records made
         under an earlier definition of a named preset (another model, data or recipe) are left
         out unless ``stale=True``, so tables never mix budgets."""
-        paths = sorted((self.root / preset).glob("*.json"))
-        records = [r for r in map(read_record, paths) if r is not None]
+        found: dict[str, list[tuple[Path, dict]]] = {}
+        for path in self.record_paths(preset):
+            record = read_record(path)
+            if record is not None:
+                found.setdefault(record["key"], []).append((path, record))
+        records = []
+        for key, copies in found.items():  # the file named by the run's key first
+            copies.sort(key=lambda copy: copy[0].stem != key)
+            records.append(copies[0][1])
+            for path, _ in copies[1:]:
+                warnings.warn(f"skipping {path}: the same run as {copies[0][0]}, under an "
+                              "earlier key; a sweep migrates it", stacklevel=2)
         return records if stale else current_records(records, preset)
+
+    def record_paths(self, preset: str) -> list[Path]:
+        """The record files of a preset: ``<key>.json``. Any other JSON file there (a copy, a
+        backup) is named in a warning and left alone: it must never count as a run."""
+        paths = []
+        for path in sorted((self.root / preset).glob("*.json")):
+            if KEY_NAME.fullmatch(path.stem):
+                paths.append(path)
+            else:
+                warnings.warn(f"ignoring {path}: not named by a run key (<16 hex digits>.json), "
+                              "so not a run record of this store; move it out of the store",
+                              stacklevel=3)
+        return paths
+
+    @contextlib.contextmanager
+    def claim(self, config: RunConfig) -> Iterator[bool]:
+        """Claim ``config``'s run for this process while the block runs; yields False when
+        another process holds it (then leave the run to that one). The claim is an exclusive,
+        non-blocking ``flock`` on ``<key>.lock``, which the kernel drops when the holder exits,
+        so a killed sweep leaves nothing to clean up."""
+        path = self.path(config).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            handle = open(path, "a")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                yield False
+                return
+            try:  # the file may have been removed by its last holder after we opened it
+                if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+            handle.close()
+
+    def claimed(self, config: RunConfig) -> bool:
+        """Whether another process holds ``config``'s claim now (see :meth:`claim`)."""
+        with self.claim(config) as mine:
+            return not mine
 
     def rekey(self, preset: str) -> list[tuple[Path, Path]]:
         """Migrate the records of ``preset`` whose file is not named by their config's current
@@ -80,7 +157,7 @@ class Store:
         taken by another file already is renamed to ``<name>.superseded`` (kept, no longer read).
         Returns the moves."""
         moves = []
-        for path in sorted((self.root / preset).glob("*.json")):
+        for path in self.record_paths(preset):
             record = read_record(path)
             if record is None or (path.stem == record["key"]
                                   and record.get("schema") == SCHEMA):
@@ -99,26 +176,59 @@ class Store:
 
 RECORD_KEYS = ("key", "config", "status", "label")
 FINISHED_KEYS = ("metrics", "history", "layer_densities", "timings", "environment")
+STATUSES = ("finished", "diverged", "failed")
 
 
 def read_record(path: str | os.PathLike) -> dict | None:
     """A stored record with its config in the current layout and its key and label those of
-    that config; None, with a warning naming the file, when it is not a record (not JSON, or
-    missing what every record holds)."""
+    that config; None, with a warning naming the file, when it is not a record (not JSON,
+    missing what every record holds, or a value of the wrong kind, e.g. ``"metrics": null``).
+    Raises :class:`NewerRecordError` for a record of a newer schema than this package reads."""
     try:
         record = json.loads(Path(path).read_text())
         if not isinstance(record, dict):
             raise ValueError(f"it holds a JSON {type(record).__name__}, not an object")
-        needed = RECORD_KEYS + (FINISHED_KEYS if record.get("status") == "finished" else ())
-        missing = [k for k in needed if k not in record]
-        if missing:
-            raise ValueError(f"it lacks {', '.join(missing)}")
+        schema = record.get("schema", 1)
+        if isinstance(schema, int) and schema > SCHEMA:
+            raise NewerRecordError(
+                f"{path} is a record of schema {schema}, written by a newer sparse_survey (this "
+                f"one reads schemas up to {SCHEMA}); upgrade the package to read it, or move "
+                "the file out of the store. It is neither read nor rewritten.")
+        check_shape(record)
         config = config_from_dict(record["config"])
+    except NewerRecordError:
+        raise
     except (OSError, ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
         warnings.warn(f"skipping {path}: not a valid run record ({error}); a sweep runs it again",
                       stacklevel=2)
         return None
     return {**record, "config": config_dict(config), "key": config.key, "label": config.label}
+
+
+def check_shape(record: dict) -> None:
+    """Raise ValueError, saying what is wrong, unless ``record`` has the shape of a run record:
+    what every record holds, a known status, and for a finished run its metrics (a finite test
+    accuracy between 0 and 1) and the other parts of the right kind."""
+    needed = RECORD_KEYS + (FINISHED_KEYS if record.get("status") == "finished" else ())
+    missing = [k for k in needed if k not in record]
+    if missing:
+        raise ValueError(f"it lacks {', '.join(missing)}")
+    if record["status"] not in STATUSES:
+        raise ValueError(f"its status is {record['status']!r}, not one of {', '.join(STATUSES)}")
+    if not isinstance(record["config"], dict):
+        raise ValueError(f"its config is {record['config']!r}, not an object")
+    if record["status"] != "finished":
+        return
+    kinds = {"metrics": dict, "history": list, "layer_densities": dict, "timings": dict,
+             "environment": dict}
+    for name, kind in kinds.items():
+        if not isinstance(record[name], kind):
+            raise ValueError(f"its {name} is {record[name]!r:.60}, not a JSON "
+                             f"{'object' if kind is dict else 'list'}")
+    accuracy = record["metrics"].get("test_acc")
+    if not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
+            and math.isfinite(accuracy) and 0 <= accuracy <= 1):
+        raise ValueError(f"its metrics.test_acc is {accuracy!r}, not an accuracy between 0 and 1")
 
 
 def current_records(records: list[dict], preset: str) -> list[dict]:

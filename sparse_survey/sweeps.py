@@ -9,9 +9,11 @@ a long grid proceeds in slices that the store resumes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import statistics
 import sys
 import tempfile
@@ -84,7 +86,7 @@ def _whole(value) -> bool:
 def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
                  **overrides) -> list[RunConfig]:
     """Every run of a grid at a preset: one-shot methods x compressions, IMP with each round
-    count x compressions, for each seed."""
+    count x compressions, for each seed; each run once (see :func:`unique`)."""
     configs = []
     for seed in seeds if seeds is not None else grid["seeds"]:
         for c in grid["compressions"]:
@@ -93,7 +95,13 @@ def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
             for k in grid["imp_iterations"]:
                 configs.append(RunConfig.from_preset(preset, "imp", c, iterations=k, seed=seed,
                                                      **overrides))
-    return configs
+    return unique(configs)
+
+
+def unique(configs: list[RunConfig]) -> list[RunConfig]:
+    """The configs without repeats of a run (the same key: ``1`` and ``1.0``, a seed listed twice),
+    in their first order."""
+    return list({c.key: c for c in configs}.values())
 
 
 def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
@@ -105,6 +113,10 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
     arrives; return the new records. With ``progress``, a bar counts the runs, and under it (with
     ``run_progress``) the run in flight shows its epoch, loss and images/s.
 
+    A config listed twice (or as ``1`` and ``1.0``) runs once. Sweeps on one store share its
+    work: each run is claimed (:meth:`Store.claim`) while it runs, and a run another process has
+    claimed is left to it (it stays pending here).
+
     Before any training, the store must be writable and, on the local backend, the data must
     load: both fail with a clear error at once rather than in every run. Records stored under
     keys of an earlier definition are migrated first (:meth:`Store.rekey`). A finished record
@@ -114,47 +126,59 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
     ``time_budget`` (seconds; local backend): start no run that would end past the budget, by
     :func:`estimate_seconds` from the runs finished in this call and the stored runs of the same
     presets on this device. The run in flight always finishes and is stored; the runs left wait
-    for the next call. ``data_root`` says where CIFAR-10 is (see :func:`run`)."""
+    for the next call; when not one run fits, that is a ValueError saying what would. ``data_root``
+    says where CIFAR-10 is (see :func:`run`)."""
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; known: local, ray")
     if time_budget is not None and (backend != "local" or not time_budget > 0):
         raise ValueError("a time budget needs the local backend and a positive number of "
                          f"seconds, got {time_budget!r} with backend {backend!r}")
+    if backend == "ray":
+        check_reachable(address)
+    configs = unique(configs)
     for preset in sorted({c.preset for c in configs}):
         store.check_writable(preset)
         store.rekey(preset)
     pending = [c for c in configs if not store.done(c, retry_diverged)]
     if backend == "local":  # load the data now: a missing or damaged data set stops here
         for name, limit in sorted({(c.dataset, c.limit_per_class) for c in pending}, key=str):
-            dataset(name, data_root, limit)
-    bar = tqdm(total=len(configs), initial=len(configs) - len(pending), desc="sweep",
-               unit="run", disable=not progress)
+            dataset(name, data_root, limit, progress=progress)
     records: list[dict] = []
+    with contextlib.ExitStack() as held:  # the bar, and the claims of the Ray backend
+        bar = held.enter_context(tqdm(total=len(configs), initial=len(configs) - len(pending),
+                                      desc="sweep", unit="run", disable=not progress))
 
-    def keep(record: dict) -> None:
-        try:
-            store.write(record)
-        except OSError as error:
-            keep_safe(record, error)
-            raise
-        records.append(record)
-        bar.set_postfix(last=f"{record['label']} c={record['config']['compression']:g} "
-                             f"{record['status']}")
-        bar.update()
+        def keep(record: dict) -> None:
+            try:
+                store.write(record)
+            except OSError as error:
+                keep_safe(record, error)
+                raise
+            records.append(record)
+            bar.set_postfix(last=f"{record['label']} c={record['config']['compression']:g} "
+                                 f"{record['status']}")
+            bar.update()
 
-    if backend == "ray":
-        for record in _ray_runs(pending, address, cache_dir, data_root):
-            keep(record)
-    else:
+        if backend == "ray":  # the driver holds the claim of every run it hands to the cluster
+            mine = [c for c in pending if held.enter_context(store.claim(c))]
+            for record in _ray_runs(mine, address, cache_dir, data_root):
+                keep(record)
+            return records
         past = past_runs(store, pending) if time_budget is not None else []
-        start = time.monotonic()
+        start, too_long = time.monotonic(), []
         for config in pending:
             if time_budget is not None:
                 estimate = estimate_seconds(config, records, past)
                 if estimate is not None and time.monotonic() - start + estimate > time_budget:
+                    too_long.append(estimate)
                     continue  # would end past the budget: left for the next call
-            keep(run(config, cache_dir, progress and run_progress, data_root))
-    bar.close()
+            with store.claim(config) as mine:
+                if mine and not store.done(config, retry_diverged):  # not done meanwhile
+                    keep(run(config, cache_dir, progress and run_progress, data_root))
+    if too_long and not records:
+        raise ValueError(f"no run fits the time budget of {time_budget:g} s: the shortest left "
+                         f"is estimated at {min(too_long):.0f} s; give --time-budget "
+                         f"{math.ceil(min(too_long) * 1.2)} or more")
     return records
 
 
@@ -219,6 +243,22 @@ def _run_with_threads(config: RunConfig, cache_dir, threads: int, data_root) -> 
     CPU float reductions, and so a run's exact numbers, depend on the thread count."""
     torch.set_num_threads(threads)
     return run(config, cache_dir, data_root=data_root)
+
+
+def check_reachable(address: str | None, seconds: float = 5.0) -> None:
+    """Fail within ``seconds`` when a Ray address of the form ``host:port`` (or
+    ``ray://host:port``) does not accept connections: Ray itself retries for minutes. ``auto`` and
+    None are left to Ray (a running local cluster, or a new one)."""
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not host:port (or auto)")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as error:
+        raise ValueError(f"no Ray cluster answers at {address} ({error.strerror or error}); "
+                         "start one (ray start --head) or check the address") from None
 
 
 def _ray_runs(configs: list[RunConfig], address: str | None, cache_dir, data_root):

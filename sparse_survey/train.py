@@ -53,8 +53,12 @@ class Recipe:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < math.inf:
-            raise ValueError(f"epochs, batch_size and lr must be positive and finite: {self}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not 0 < self.lr < math.inf:  # also refuses NaN
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         for name in ("momentum", "weight_decay", "gamma", "warmup"):
             if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
                 raise ValueError(f"{name} must be a finite number >= 0, got "

@@ -9,6 +9,7 @@ results store.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,15 @@ import pandas as pd
 import torch
 
 from . import masks, pruners
-from .experiment import PRESETS, RunConfig, dataset, fresh_model, resolve_preset, scoring_batches
+from .experiment import (
+    PRESETS,
+    RunConfig,
+    check_compression,
+    dataset,
+    fresh_model,
+    resolve_preset,
+    scoring_batches,
+)
 from .profile import device_name, remaining_flops_fraction
 from .report import accuracy_figure, first_line, markdown, summary, survey_runs, table
 from .store import Store, write_json
@@ -64,31 +73,97 @@ class Parameters:
                 for c in (self.compressions if compressions is None else compressions)]
 
 
+class ParameterError(ValueError):
+    """A notebook parameter that the notebook does not have, or a bad value of one; the message
+    speaks of the parameter as the notebook names it (``-p NAME VALUE``)."""
+
+
 def parameters(preset: str = "auto", compressions=(1,), seeds=1,
                results: str | os.PathLike = "results", method: str | None = None,
                figure_compression: float = 1.0, device: str | None = None,
-               **fields) -> Parameters:
+               trains: bool | None = None, **fields) -> Parameters:
     """Check a notebook's parameters at once, in the cell after them, so that a bad value stops
-    the notebook with a clear message before any work: ``preset`` (``"auto"``: survey on a GPU,
-    laptop on a CPU), ``compressions`` (a list, one number, or the text of a list; each >= 0),
-    ``seeds`` (a count >= 1, or a list of seeds), ``results`` (see :func:`results_dir`),
-    ``method`` and the run-config ``fields`` (made into a config once, so a bad value is caught
-    here), and ``device``. CIFAR-10 is found through ``$SPARSE_SURVEY_DATA`` (see
-    :func:`sparse_survey.data.load`)."""
-    checked = Parameters(resolve_preset(preset), numbers(compressions, "compressions"),
-                         seed_list(seeds), results_dir(results), method, fields,
-                         figure_compression, device)
-    for c in checked.compressions:
-        pruners.density_of(c)  # a clear error for a negative compression
-    if device is not None:
-        try:
-            torch.device(device)
-        except RuntimeError as error:
-            raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda)") \
-                from error
-    if method is not None:
-        checked.configs()  # RunConfig checks the method and its fields
+    the notebook with a clear message before any work: first that papermill injected no
+    parameter the notebook lacks (:func:`refuse_unknown_parameters`), then ``preset``
+    (``"auto"``: survey on a GPU, laptop on a CPU), ``compressions`` (a list, one number, or the
+    text of a list; each >= 0 and low enough to leave every layer a weight), ``seeds`` (a count
+    >= 1, or a list of seeds), ``results`` (see :func:`results_dir`; a notebook that ``trains``,
+    by default one with a ``method``, must be able to write there), ``method`` and the run-config
+    ``fields`` (made into a config once, so a bad value is caught here), and ``device``.
+    CIFAR-10 is found through ``$SPARSE_SURVEY_DATA`` (see :func:`sparse_survey.data.load`).
+    Raises :class:`ParameterError`."""
+    refuse_unknown_parameters()
+    try:
+        checked = Parameters(resolve_preset(preset), numbers(compressions, "compressions"),
+                             seed_list(seeds), results_dir(results), method, fields,
+                             figure_compression, device)
+        budget = PRESETS[checked.preset]
+        for c in checked.compressions:  # negative, or too high for the preset's model
+            check_compression(c, budget.model, budget.width, budget.dataset,
+                              fields.get("scope", "global"))
+        if device is not None:
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, "
+                                 "cuda)") from None
+        if method is not None:
+            checked.configs()  # RunConfig checks the method and its fields
+        if method is not None if trains is None else trains:
+            Store(checked.results).check_writable(checked.preset, option="-p results FOLDER")
+    except ValueError as error:
+        raise ParameterError(f"bad notebook parameter: {error}") from None
     return checked
+
+
+def refuse_unknown_parameters() -> None:
+    """Refuse a parameter that papermill injected but the notebook does not have.
+
+    Papermill puts ``-p NAME VALUE`` into a cell of assignments (headed ``# Parameters``) after
+    the notebook's parameters cell, and only *warns* about a name that cell does not define: the
+    notebook would run on its defaults, silently. Called in the cell after the parameters, this
+    compares the names of the injected cell with those of the parameters cell (both are in
+    IPython's input history) and raises :class:`ParameterError` naming the stranger and the
+    parameters that exist. Outside IPython, or when nothing was injected, it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    cells = shell.user_ns.get("_ih", []) if shell is not None else []
+    injected = [i for i, cell in enumerate(cells) if cell.startswith("# Parameters\n")]
+    if not injected or injected[-1] == 0:
+        return
+    given, known = (assigned_names(cells[i]) for i in (injected[-1], injected[-1] - 1))
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        import difflib
+
+        hints = [f"{name!r} (did you mean {close[0]!r}?)"
+                 if (close := difflib.get_close_matches(name, known, 1, 0.5)) else repr(name)
+                 for name in unknown]
+        raise ParameterError(f"this notebook has no parameter {', '.join(hints)}; its "
+                             f"parameters are {', '.join(known)}")
+
+
+def assigned_names(source: str) -> list[str]:
+    """The names a cell of top-level assignments binds (``x = 1`` and ``x: int = 1``)."""
+    import ast
+
+    names = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def count(value, name: str) -> int:
+    """A notebook parameter that counts something (rounds, batches): a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError(f"bad notebook parameter: {name} must be a whole number >= 1, "
+                             f"got {value!r}")
+    return value
 
 
 def numbers(value, name: str = "value") -> list[float]:
@@ -106,6 +181,8 @@ def numbers(value, name: str = "value") -> list[float]:
     if not isinstance(value, (list, tuple)) or not value or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise ValueError(f"{name} must be a non-empty list of numbers, got {value!r}")
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"{name} must be finite numbers, got {value!r}")
     return list(value)
 
 

@@ -29,7 +29,7 @@ def image_folder(tmp_path):
 
 def test_image_folder_loads_with_labels_and_pixels(image_folder, tmp_path):
     root, pixels = image_folder
-    train, test = data.load("cifar10", root, cache_dir=tmp_path / "cache", download=False)
+    train, test = data.image_folder(root, tmp_path / "cache")
     assert train.images.shape == (12, 3, 6, 6) and test.images.shape == (6, 3, 6, 6)
     assert train.classes == CLASSES and train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert np.array_equal(train.images[5].permute(1, 2, 0).numpy(), pixels[("train", "dog", 1)])
@@ -46,23 +46,23 @@ def test_zip_and_tar_gz_of_the_folder_give_the_same_arrays(image_folder, tmp_pat
             z.write(f, f"tiny/{f.relative_to(root)}")  # nor a leading folder
     with tarfile.open(tarred, "w:gz") as t:
         t.add(root, "tiny")
-    reference = data.load("cifar10", root, cache_dir=tmp_path / "c0", download=False)
+    reference = data.image_folder(root, tmp_path / "c0")
     for archive in (zipped, tarred):
-        got = data.load("cifar10", archive, cache_dir=tmp_path / "c1", download=False)
+        got = data.image_folder(archive, tmp_path / "c1")
         for a, b in zip(reference, got):
             assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
 
 
 def test_second_load_hits_the_cache(image_folder, tmp_path, monkeypatch):
     root, _ = image_folder
-    first = data.load("cifar10", root, cache_dir=tmp_path / "cache", download=False)
+    first = data.image_folder(root, tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
 
-    def no_decoding(_):
+    def no_decoding(*_):
         raise AssertionError("decoded again instead of reading the cache")
 
     monkeypatch.setattr(data, "decode_image_folder", no_decoding)
-    second = data.load("cifar10", root, cache_dir=tmp_path / "cache", download=False)
+    second = data.image_folder(root, tmp_path / "cache")
     assert torch.equal(first[0].images, second[0].images)
 
 
@@ -136,7 +136,7 @@ def test_random_crop_matches_slicing_the_padded_image():
 
 def test_augmentation_is_crop_and_flip_of_the_normalised_image(image_folder, tmp_path):
     root, _ = image_folder
-    train, _ = data.load("cifar10", root, cache_dir=tmp_path / "c", download=False)
+    train, _ = data.image_folder(root, tmp_path / "c")
     (x, y), *_ = batches(data.Loader(train, 12, train=True, seed=0))
     mean = torch.tensor(train.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(train.std).view(1, 3, 1, 1) * 255

@@ -74,7 +74,7 @@ def test_cli_sweep_exits_1_on_a_failed_run_names_its_error_and_retries_it(tmp_pa
     blocked.write_text("not a folder")
     common = ("sweep", "--preset", "smoke", "--grid", str(grid), "--results",
               str(tmp_path / "results"), "--no-progress")
-    first = cli(*common, "--cache-dir", str(blocked / "cache"))  # IMP cannot save its runs
+    first = cli(*common, env={"SPARSE_SURVEY_CACHE": str(blocked / "cache")})  # IMP cannot save
     assert first.returncode == 1, first.stderr
     assert "failed: NotADirectoryError: [Errno 20] Not a directory" in first.stdout
     assert "1 run(s) failed" in first.stderr
@@ -161,13 +161,14 @@ def test_a_broken_record_is_named_skipped_by_readers_and_rerun_by_the_sweep(tmp_
     store, config = Store(tmp_path), smoke()
     sweeps.sweep([config], store, progress=False)
     good = store.path(config)
-    broken = {good: good.read_text()[:100], tmp_path / "smoke" / "empty.json": "{}"}
+    empty = tmp_path / "smoke" / "0123456789abcdef.json"
+    broken = {good: good.read_text()[:100], empty: "{}"}
     for path, text in broken.items():
         path.write_text(text)
     with pytest.warns(UserWarning) as caught:
         assert store.records("smoke") == []
     named = " ".join(str(w.message) for w in caught)
-    assert str(good) in named and "empty.json" in named and "lacks key, config" in named
+    assert str(good) in named and str(empty) in named and "lacks key, config" in named
     with pytest.warns(UserWarning, match="not a valid run record"):
         rerun = sweeps.sweep([config], store, progress=False)
     assert [r["status"] for r in rerun] == ["finished"]
@@ -188,7 +189,7 @@ def tiny_images(root: Path, per_class: int = 2) -> Path:
 
 
 def load(source, cache):
-    return data.load("cifar10", source, cache_dir=cache, download=False)
+    return data.image_folder(source, cache)
 
 
 def test_images_added_below_a_folder_are_seen(tmp_path):

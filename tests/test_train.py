@@ -55,7 +55,7 @@ def test_schedules(schedule, epoch, factor):
 def test_bad_recipe_is_rejected():
     with pytest.raises(ValueError, match="unknown schedule"):
         Recipe(schedule="step")
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 1, got 0"):
         Recipe(epochs=0)
     with pytest.raises(ValueError, match="Nesterov"):
         Recipe(momentum=0.0)
