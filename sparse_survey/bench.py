@@ -4,13 +4,16 @@
 written the common way (a torchvision ``DataLoader`` over PIL images with CPU transforms: random
 crop with 4-pixel padding, horizontal flip, ``ToTensor``, ``Normalize``; fp32, batch 128), and this
 project's loop (:func:`sparse_survey.train.fit`: the whole data set on the device, augmentation
-there in batches; bf16 and channels_last on CUDA) eager and compiled, at batch 128 and 512. Each
-figure is also given as a fraction of the device's peak: the achieved training FLOP/s (the
-model's forward multiply-accumulates per image x 2 FLOPs x 3, forward plus backward) over the
-FLOP/s of a large matrix product measured on the spot, and over the datasheet's dense bf16 peak
-for the GPUs named in :data:`DATASHEET_BF16_FLOPS`. The FLOPs are those of direct convolution;
-libraries that convolve with fewer multiplications (Winograd) can pass 100 % of the matrix-product
-peak, as this project's loop does on its 2-core CPU.
+there in batches) at batch 128 and 512 in each precision and layout (fp32 and, where the device
+does bf16 arithmetic, bf16; NCHW and channels_last), eager, and compiled in the device's default
+setup. Beside each loop stands its bare step (forward, backward and SGD step on one fixed batch
+already on the device, same precision, layout and batch): the loop's share of it is what the data
+path, the mask re-zeroing and the schedule cost. Each figure is also given as a fraction of the
+device's peak: the achieved training FLOP/s (the model's forward multiply-accumulates per image x
+2 FLOPs x 3, forward plus backward) over the FLOP/s of a large matrix product in the row's own
+dtype, measured on the spot, and over the datasheet's dense bf16 peak for the GPUs named in
+:data:`DATASHEET_BF16_FLOPS`. The FLOPs are those of direct convolution; libraries that convolve
+with fewer multiplications (Winograd) can pass 100 % of the matrix-product peak.
 
 ``bench prune`` times each method's scoring (one round) and its full pruning (its default
 rounds: 100 for SynFlow) at compressions 0.05, 1 and 2 side by side, on the CPU and on a GPU when
@@ -44,7 +47,7 @@ from .experiment import environment
 from .profile import contended, device_name, flops, timed, timings
 from .sparse import sparsify
 from .store import write_json
-from .train import Recipe, device_of, fit
+from .train import Recipe, autocast, bf16_supported, device_of, fit
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s, without sparsity), by a part of
 # the name torch.cuda.get_device_name gives.
@@ -122,6 +125,32 @@ def baseline_images_per_s(model: nn.Module, data: datasets.ImageSet, device: tor
     return seen / (time.perf_counter() - start)
 
 
+def bare_step_images_per_s(model: nn.Module, data: datasets.ImageSet, device: torch.device,
+                           batch_size: int, precision: str, channels_last: bool,
+                           steps: int = 30, warmup: int = 5) -> float:
+    """Images/s of the bare training step: forward, backward and a Nesterov SGD step on one fixed
+    batch, the loop's first (so in the loop's memory layout: a cropped batch comes out with
+    channels_last strides even for an NCHW model), in ``precision``, after ``warmup`` steps;
+    what the loop would reach if its data, masks and schedule cost nothing."""
+    x, y = next(iter(datasets.Loader(data, batch_size, device, train=True,
+                                     channels_last=channels_last)))
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                                weight_decay=5e-4)
+    for step in range(warmup + steps):
+        if step == warmup:
+            _synchronized(device, lambda: None)
+            start = time.perf_counter()
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    _synchronized(device, lambda: None)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
 def matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = None,
                  repeats: int = 10) -> float:
     """FLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` on ``device`` (median of
@@ -136,8 +165,9 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
                 data_root=None, images: int | None = None,
                 batch_sizes: tuple[int, ...] = (128, 512), device: str | None = None,
                 compiled: tuple[bool, ...] = (False, True), seed: int = 0) -> dict:
-    """Measure the baseline and this loop (eager and compiled, at each batch size) on the same
-    images; print a table and return the record."""
+    """Measure the baseline, and this loop beside its bare step in each precision and layout
+    (eager; compiled in the device's default setup) at each batch size, on the same images;
+    print a table and return the record."""
     device = device_of(device)
     cuda = device.type == "cuda"
     width = width if width is not None else (1.0 if cuda else 0.25)
@@ -154,17 +184,21 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
 
     macs = flops(fresh(), train.shape)["macs_dense"]
     train_flops = 3 * 2 * macs  # forward + backward (about twice the forward), 2 FLOPs a MAC
-    peak_dtype = torch.bfloat16 if cuda else torch.float32
-    peak = matmul_flops(device, peak_dtype)
+    precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
+    peaks = {p: matmul_flops(device, {"fp32": torch.float32, "bf16": torch.bfloat16}[p])
+             for p in precisions}
     name = device_name(device)
     datasheet = next((v for k, v in DATASHEET_BF16_FLOPS.items() if k in name), None)
     rows = []
 
-    def add(loop: str, setup: str, batch: int, images_per_s: float, clock: dict) -> None:
+    def add(loop: str, setup: dict, batch: int, images_per_s: float, clock: dict,
+            bare: float | None = None) -> None:
         achieved = images_per_s * train_flops
-        rows.append({"loop": loop, "setup": setup, "batch_size": batch,
-                     "images_per_s": images_per_s, "fraction_of_peak": achieved / peak,
+        rows.append({"loop": loop, **setup, "batch_size": batch, "images_per_s": images_per_s,
+                     "fraction_of_peak": achieved / peaks[setup["precision"]],
                      "fraction_of_datasheet_peak": achieved / datasheet if datasheet else None,
+                     "bare_step_images_per_s": bare,
+                     "loop_share_of_bare_step": images_per_s / bare if bare else None,
                      **clock,  # the baseline's own loader workers take CPU from it: no verdict
                      "contended": None if loop == "baseline" else contended(clock, "measure")})
 
@@ -173,42 +207,51 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
     with timed(clock, "measure"):
         baseline = baseline_images_per_s(fresh(), train, device, workers=workers,
                                          epochs=epochs)
-    add("baseline", f"DataLoader, {workers} workers, CPU transforms, fp32", 128, baseline, clock)
-    for compile in compiled:
+    add("baseline", {"precision": "fp32", "channels_last": False,
+                     "setup": f"DataLoader, {workers} workers, CPU transforms"}, 128, baseline,
+        clock)
+    default = {"precision": precisions[-1], "channels_last": cuda or precisions[-1] == "bf16"}
+    setups = [{"precision": p, "channels_last": cl} for p in precisions for cl in (False, True)]
+    runs = [(False, s) for s in setups] + ([(True, default)] if True in compiled else [])
+    for compile, setup in runs:
         for batch in batch_sizes:
             recipe = Recipe(epochs=epochs, batch_size=batch, lr=0.05, weight_decay=5e-4,
                             schedule="constant")
             model = fresh()
             warm = train.per_class(max(1, 3 * batch // len(train.classes)))
             fit(model, warm, Recipe(epochs=1, batch_size=batch, lr=0.05, schedule="constant"),
-                device=device, compile=compile, progress=False)  # warm-up (and compilation)
+                device=device, compile=compile, progress=False, **setup)  # warm-up, compiling
             clock = {}
             with timed(clock, "measure"):
                 history = fit(model, train, recipe, device=device, seed=seed + 1,
-                              compile=compile, progress=False)
+                              compile=compile, progress=False, **setup)
             seen = sum(e["images_per_s"] * e["seconds"] for e in history.epochs)
-            setup = ("bf16, channels_last" if cuda else "fp32") + (", torch.compile"
-                                                                   if compile else "")
-            add("compiled" if compile else "eager", f"data on device, {setup}", batch,
-                seen / sum(e["seconds"] for e in history.epochs), clock)
+            bare = bare_step_images_per_s(fresh(), train, device, batch, **setup)
+            words = (f"data on device, {setup['precision']}, model "
+                     f"{'channels_last' if setup['channels_last'] else 'NCHW'}"
+                     + (", torch.compile" if compile else ""))
+            add("compiled" if compile else "eager", {**setup, "setup": words}, batch,
+                seen / sum(e["seconds"] for e in history.epochs), clock, bare)
     record = {"benchmark": "train", "model": model_name, "width": width, "data": train.name,
               "images": len(train), "epochs": epochs, "device": str(device), "device_name": name,
               "macs_per_image": macs, "train_flops_per_image": train_flops,
-              "peak_flops_measured": peak, "peak_dtype": str(peak_dtype).removeprefix("torch."),
-              "peak_flops_datasheet_bf16": datasheet, "rows": rows,
-              "environment": environment(device)}
+              "peak_flops_measured": peaks, "peak_flops_datasheet_bf16": datasheet,
+              "rows": rows, "environment": environment(device)}
     print(f"training throughput: {model_name} width {width:g} on {train.name}, {len(train)} "
           f"images x {epochs} epoch(s), {name}")
     print(f"forward {macs / 1e6:.4g} M MACs per image, training about 3x: "
-          f"{train_flops / 1e9:.4g} GFLOP per image; a {record['peak_dtype']} matrix product "
-          f"reaches {peak / 1e12:.3g} TFLOP/s here"
+          f"{train_flops / 1e9:.4g} GFLOP per image; a matrix product reaches "
+          + ", ".join(f"{v / 1e12:.3g} TFLOP/s in {k}" for k, v in peaks.items()) + " here"
           + (f" (datasheet bf16 peak {datasheet / 1e12:.0f} TFLOP/s)" if datasheet else ""))
-    print(f"{'loop':9} {'batch':>5} {'images/s':>10} {'x baseline':>10} {'% of peak':>9}  setup")
+    print(f"{'loop':9} {'batch':>5} {'images/s':>10} {'x baseline':>10} {'% of peak':>9} "
+          f"{'bare step':>10} {'loop/bare':>9}  setup")
     for row in rows:
         flag = "  (machine shared: timing contended)" if row["contended"] else ""
+        bare, share = row["bare_step_images_per_s"], row["loop_share_of_bare_step"]
+        bare = f"{bare:10.0f} {100 * share:8.1f}%" if bare else f"{'':10} {'':9}"
         print(f"{row['loop']:9} {row['batch_size']:5d} {row['images_per_s']:10.0f} "
-              f"{row['images_per_s'] / baseline:10.2f} {100 * row['fraction_of_peak']:8.1f}%  "
-              f"{row['setup']}{flag}")
+              f"{row['images_per_s'] / baseline:10.2f} {100 * row['fraction_of_peak']:8.1f}% "
+              f"{bare}  {row['setup']}{flag}")
     return record
 
 

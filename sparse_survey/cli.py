@@ -22,7 +22,7 @@ import torch
 from . import data as datasets
 from . import masks, models, pruners
 from .experiment import PRESETS, Preset, dataset, fresh_model, resolve_preset, scoring_batches
-from .train import Recipe, device_of, fit
+from .train import PRECISIONS, Recipe, device_of, fit, resolve_precision
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +137,9 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
                        help="where CIFAR-10 is: a torchvision folder, an ImageFolder folder, or "
                             "a .zip or .tar.gz of one (default: $SPARSE_SURVEY_DATA, then a "
                             "download)")
+    group.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="bf16 (autocast, channels_last), fp32, or auto: bf16 where the device "
+                            "does bf16 arithmetic (default: the preset's)")
     group.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
     group.add_argument("--device", default=None, type=device_arg,
                        help="torch device, e.g. cpu or cuda (default: cuda when available)")
@@ -166,7 +169,8 @@ def budget(args: argparse.Namespace) -> Preset:
         if "milestones" in changes:
             changes["milestones"] = tuple(changes["milestones"])
         recipe = dataclasses.replace(recipe, **changes)
-    given = {name: getattr(args, name) for name in ("model", "width", "dataset", "limit_per_class")
+    given = {name: getattr(args, name)
+             for name in ("model", "width", "dataset", "limit_per_class", "precision")
              if getattr(args, name) is not None}
     if given.get("limit_per_class") == "all":
         given["limit_per_class"] = None
@@ -232,11 +236,12 @@ def run_train(args: argparse.Namespace) -> int:
     b, device = budget(args), device_of(args.device)
     train, test = load_data(args, b)
     model = fresh_model(b.model, b.width, train.shape, len(train.classes), args.seed, device)
+    precision = resolve_precision(b.precision, device)
     print(f"{b.model} (width {b.width:g}) on {train.name}: {len(train)} training, "
-          f"{len(test)} test images, device {device}; {b.recipe}")
+          f"{len(test)} test images, device {device}, {precision}; {b.recipe}")
     start = time.perf_counter()
     history = fit(model, train, b.recipe, test, device=device, seed=args.seed,
-                  compile=args.compile, progress=not args.no_progress)
+                  compile=args.compile, progress=not args.no_progress, precision=precision)
     for e in history.epochs:
         print(f"epoch {e['epoch']:3d}  loss {e['train_loss']:.4f}  train acc {e['train_acc']:.4f}"
               f"  test acc {e['test_acc']:.4f}  {e['images_per_s']:8.0f} images/s")
@@ -318,7 +323,7 @@ def run_profile(args: argparse.Namespace) -> int:
           f"of {test.name}")
     repeats = b.profile_repeats if args.repeats is None else args.repeats
     record = profile(model, test, device, args.eval_batch_size, repeats,
-                     memory=not args.no_memory,
+                     memory=not args.no_memory, precision=b.precision,
                      progress=not args.no_progress)
     for key, value in record.items():
         print(f"  {key:28} {format_value(key, value)}")
@@ -367,7 +372,7 @@ def run_imp(args: argparse.Namespace) -> int:
           f"images): compression {args.compression:g} in {args.iterations} rounds, rewind to "
           f"{args.rewind}, {b.recipe.epochs} epochs a round, device {device}")
     options = {"seed": args.seed, "device": device, "progress": not args.no_progress,
-               "compile": args.compile}
+               "compile": args.compile, "precision": b.precision}
     result = lottery.imp(model, data, args.compression, args.iterations, b.recipe,
                          rewind=args.rewind, cache_dir=args.cache_dir, **options)
     if result.dense_cached:
@@ -410,6 +415,9 @@ def add_sweep(commands) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train through torch.compile, compiled once per architecture "
                         "(default: on CUDA only)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="bf16, fp32, or auto: bf16 where the device does bf16 arithmetic "
+                        "(default: the preset's); part of each run's key")
     p.add_argument("--time-budget", type=positive_seconds, default=None, metavar="SECONDS",
                    help="start no run that would end past this many seconds (estimated from "
                         "finished runs); rerun the command to continue (local backend)")
@@ -430,7 +438,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     preset = resolve_preset(args.preset)
     grid = load_grid(args.grid)
     seeds = list(range(args.seeds)) if args.seeds is not None else None
-    configs = grid_configs(grid, preset, seeds, device=args.device, compile=args.compile)
+    chosen = {"precision": args.precision} if args.precision else {}
+    configs = grid_configs(grid, preset, seeds, device=args.device, compile=args.compile,
+                           **chosen)
     if not configs:
         raise ValueError(f"the grid {args.grid} has no runs (no method, compression or seed)")
     store = Store(args.results)

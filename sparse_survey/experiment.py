@@ -32,9 +32,9 @@ from . import __version__, lottery, masks, models, pruners
 from . import data as datasets
 from .data import ImageSet, Loader
 from .profile import device_name, profile, timed
-from .train import Recipe, device_of, fit
+from .train import Recipe, device_of, fit, resolve_precision
 
-SCHEMA = 2  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds
+SCHEMA = 3  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision
 METHODS = (*pruners.METHODS, "imp", "dense")
 EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, not what it is
 
@@ -42,7 +42,8 @@ EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, n
 @dataclass(frozen=True)
 class Preset:
     """A named budget: the model, the data, the training recipe, how often the test set is
-    evaluated during training and how many timed inference passes a profile takes."""
+    evaluated during training, how many timed inference passes a profile takes, and the
+    precision its runs take unless told (see :data:`sparse_survey.train.PRECISIONS`)."""
 
     model: str
     width: float
@@ -51,6 +52,7 @@ class Preset:
     recipe: Recipe
     profile_repeats: int = 5
     eval_every: int = 1
+    precision: str = "auto"
 
 
 PRESETS = {
@@ -59,10 +61,13 @@ PRESETS = {
                     Recipe(epochs=10, batch_size=32, lr=0.05, weight_decay=5e-4,
                            schedule="onecycle"), profile_repeats=2),
     # the whole survey grid in about an hour and a half on a 2-core CPU; the test set is
-    # evaluated once, after the last epoch, and kept whole (methods differ by a few points)
+    # evaluated once, after the last epoch, and kept whole (methods differ by a few points).
+    # float32: its stored records (the book's laptop tables) were made so; rerun them before
+    # letting it take the bf16 fast path
     "laptop": Preset("vgg16", 0.25, "cifar10", 1000,
                      Recipe(epochs=8, batch_size=128, lr=0.1, weight_decay=5e-4,
-                            schedule="onecycle"), profile_repeats=2, eval_every=8),
+                            schedule="onecycle"), profile_repeats=2, eval_every=8,
+                     precision="fp32"),
     # full VGG16 on all of CIFAR-10, sized for one GPU
     "survey": Preset("vgg16", 1.0, "cifar10", None,
                      Recipe(epochs=40, batch_size=256, lr=0.1, weight_decay=5e-4,
@@ -107,7 +112,9 @@ class RunConfig:
     see :mod:`sparse_survey.lottery`). ``eval_every``: test-set evaluations during training
     (every that many epochs, and after the last). ``device`` says where to run and ``compile``
     whether to train through ``torch.compile`` (None: on CUDA only, where it pays); neither is
-    part of the run's identity."""
+    part of the run's identity. ``precision`` (default: the preset's) is: ``"auto"`` is resolved
+    when the config is made, to ``"bf16"`` where its device does bf16 arithmetic and ``"fp32"``
+    elsewhere, so a bf16 run and an fp32 run never share a key."""
 
     method: str
     compression: float
@@ -127,6 +134,7 @@ class RunConfig:
     bn_mode: str = "eval"
     rewind: str | int = "init"
     control: str | None = None
+    precision: str = FROM_PRESET
     device: str | None = None
     compile: bool | None = None
 
@@ -138,6 +146,11 @@ class RunConfig:
                              " missing)")
         for name in unset:
             object.__setattr__(self, name, getattr(PRESETS[self.preset], name))
+        if self.precision is FROM_PRESET:
+            object.__setattr__(self, "precision", PRESETS[self.preset].precision
+                               if self.preset in PRESETS else "auto")
+        object.__setattr__(self, "precision", resolve_precision(self.precision,
+                                                                self.torch_device))
         if self.method == "imp" and self.iterations is None:
             object.__setattr__(self, "iterations", 1)
         if (self.method in pruners.METHODS
@@ -221,6 +234,9 @@ class RunConfig:
         if self.method == "imp" and self.rewind != "init":
             parts.append("no rewind, fine-tuned" if self.rewind == "none"
                          else f"rewind to step {self.rewind}")
+        pinned = PRESETS[self.preset].precision if self.preset in PRESETS else "auto"
+        if pinned != "auto" and self.precision != pinned:  # "auto" ones vary by machine
+            parts.append(self.precision)
         return parts
 
     @property
@@ -287,21 +303,26 @@ def config_dict(config: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(config)))
 
 
-def upgrade(config: dict) -> dict:
-    """A stored config (a record's ``"config"``) in the current layout. Before schema 2, IMP's
-    rounds were ``iters`` and a one-shot method's scoring rounds ``rounds``; both are
-    ``iterations`` now. Fields added since take their defaults when the config is made."""
+def upgrade(config: dict, device: str | None = None) -> dict:
+    """A stored config (a record's ``"config"``) in the current layout; ``device`` is where the
+    record says it ran. Before schema 2, IMP's rounds were ``iters`` and a one-shot method's
+    scoring rounds ``rounds``; both are ``iterations`` now. Before schema 3 the precision was
+    not stored: runs trained in bf16 on CUDA and in float32 elsewhere. Fields added since take
+    their defaults when the config is made."""
     config = dict(config)
     if "iters" in config:
         iters, rounds = config.pop("iters"), config.pop("rounds", None)
         config["iterations"] = iters if config["method"] == "imp" else rounds
+    if "precision" not in config:
+        ran_on = device or config.get("device") or "cpu"
+        config["precision"] = "bf16" if str(ran_on).startswith("cuda") else "fp32"
     return config
 
 
-def config_from_dict(d: dict) -> RunConfig:
+def config_from_dict(d: dict, device: str | None = None) -> RunConfig:
     """The :class:`RunConfig` of a stored record's ``"config"``, of any schema (to rerun or vary
-    it)."""
-    d = upgrade(d)
+    it); ``device``: where the record says it ran (see :func:`upgrade`)."""
+    d = upgrade(d, device)
     known = {f.name for f in fields(RunConfig)}
     unknown = set(d) - known
     if unknown:
@@ -388,7 +409,7 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
     model = fresh_model(config.model, config.width, train.shape, len(train.classes),
                         config.seed, device)
     training = {"device": device, "progress": progress, "eval_every": config.eval_every,
-                "compile": compile}
+                "compile": compile, "precision": config.precision}
     if config.method == "imp":
         with timed(timings, "train"):
             result = lottery.imp(model, (train, test), config.compression, config.iterations,
@@ -421,7 +442,7 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
         history, rounds = fitted.epochs, None
     with timed(timings, "profile"):
         measured = profile(model, test, device, repeats=config.profile_repeats,
-                           progress=progress)
+                           progress=progress, precision=config.precision)
     accuracies = [e["test_acc"] for e in history if "test_acc" in e]
     return {"status": "finished",
             "metrics": {"test_acc": history[-1]["test_acc"], "best_test_acc": max(accuracies),

@@ -38,7 +38,7 @@ from . import masks, models, pruners
 from .data import ImageSet, default_cache_dir
 from .files import atomic_write
 from .profile import remaining_flops_fraction
-from .train import Recipe, device_of, fit
+from .train import Recipe, device_of, fit, resolve_precision
 
 
 @dataclass
@@ -61,7 +61,8 @@ class IMPResult:
 def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
         iterations: int, recipe: Recipe, *, rewind: str | int = "init", seed: int = 0,
         device: str | torch.device | None = None, cache_dir: str | os.PathLike | None = None,
-        progress: bool = True, eval_every: int = 1, compile: bool = False) -> IMPResult:
+        progress: bool = True, eval_every: int = 1, compile: bool = False,
+        precision: str = "auto") -> IMPResult:
     """Run IMP on ``model`` (freshly initialised; trained and pruned in place).
 
     ``iterations`` is the number of prune rounds (the survey's "IMP (k Iters)"). ``data`` is the
@@ -70,7 +71,7 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
     ``$SPARSE_SURVEY_CACHE``, i.e. ``~/.cache/sparse_survey``). A diverged round raises
     ``FloatingPointError``. Each training evaluates on the test set every ``eval_every`` epochs
     and after its last (evaluation does not change the training). ``compile`` trains through
-    ``torch.compile``.
+    ``torch.compile``; ``precision`` is the training's (see :mod:`sparse_survey.train`).
     """
     if iterations < 1:
         raise ValueError(f"iterations (prune rounds) must be at least 1, got {iterations}")
@@ -82,13 +83,15 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
     sizes = {n: w.numel() for n, w in masks.prunable(model).items()}
     pruners.check_survivors(pruners.density_of(compression), sizes, "global")
     device = device_of(device)
+    precision = resolve_precision(precision, device)
     model.to(device)
     train, test = data
     training = {"data": data, "recipe": recipe, "seed": seed, "device": device,
-                "progress": progress, "eval_every": eval_every, "compile": compile}
+                "progress": progress, "eval_every": eval_every, "compile": compile,
+                "precision": precision}
     cache = Path(cache_dir or default_cache_dir()) / "imp"
     trained_from = rewind if isinstance(rewind, int) else "init"  # what the dense run keeps
-    key = run_key(model, train, test, recipe, seed, trained_from)  # hashes the data: once
+    key = run_key(model, train, test, recipe, seed, trained_from, precision)  # hashes the data
     fine_tuned = "-fine-tuned" if rewind == "none" else ""
     checkpoint = cache / f"{key}{fine_tuned}-c{compression:g}-k{iterations}.pt"
 
@@ -151,12 +154,12 @@ def _dense_training(model: nn.Module, rewind: str | int, path: Path, training: d
 
 def _train_round(r: int, model: nn.Module, *, data: tuple[ImageSet, ImageSet], recipe: Recipe,
                  seed: int, device: torch.device, progress: bool, eval_every: int,
-                 compile: bool, on_step=None) -> dict:
+                 compile: bool, precision: str, on_step=None) -> dict:
     """Train round ``r`` (0: the dense network) with data seed ``seed + r``; its record."""
     train, test = data
     start = time.perf_counter()
     history = fit(model, train, recipe, test, device=device, seed=seed + r, progress=progress,
-                  eval_every=eval_every, on_step=on_step, compile=compile,
+                  eval_every=eval_every, on_step=on_step, compile=compile, precision=precision,
                   desc=f"round {r}" if r else "dense")
     if history.diverged:
         raise FloatingPointError(f"IMP round {r} diverged: {history.error}")
@@ -193,11 +196,11 @@ def _save(path: Path, state: dict) -> None:
 
 
 def run_key(model: nn.Module, train: ImageSet, test: ImageSet, recipe: Recipe, seed: int,
-            rewind: str | int) -> str:
+            rewind: str | int, precision: str) -> str:
     """A digest of what the dense training depends on: architecture, initial weights, data,
-    recipe, seed and rewind point."""
+    recipe, seed, rewind point and precision."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps([str(model), asdict(recipe), seed, str(rewind)]).encode())
+    h.update(json.dumps([str(model), asdict(recipe), seed, str(rewind), precision]).encode())
     for tensor in [*model.state_dict().values(), train.images, train.labels, test.images,
                    test.labels]:
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -241,7 +244,8 @@ def control_ticket(result: IMPResult, kind: str, seed: int = 0) -> nn.Module:
 
 def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe, *,
              seed: int = 0, device: str | torch.device | None = None, progress: bool = True,
-             eval_every: int = 1, compile: bool = False) -> dict[str, float]:
+             eval_every: int = 1, compile: bool = False,
+             precision: str = "auto") -> dict[str, float]:
     """Final test accuracy of the winning ticket beside its random-reinit and layerwise-shuffle
     controls, each trained like the last IMP round (same recipe and data seed)."""
     train, test = data
@@ -249,6 +253,7 @@ def controls(result: IMPResult, data: tuple[ImageSet, ImageSet], recipe: Recipe,
     for kind, name in CONTROLS.items():
         history = fit(control_ticket(result, kind, seed), train, recipe, test, device=device,
                       seed=seed + result.final["round"], progress=progress,
-                      eval_every=eval_every, compile=compile, desc=name)
+                      eval_every=eval_every, compile=compile, desc=name,
+                      precision=precision)
         out[name] = float("nan") if history.diverged else history.final["test_acc"]
     return out

@@ -11,10 +11,14 @@
 - **Storage.** Dense: every parameter and floating-point buffer at its element size. Sparse: the
   prunable weights as CSR (values, 32-bit column indices, 32-bit row pointers over the weight's
   first dimension) or as a bitmask plus values; everything else dense.
-- **Time.** Inference over the whole test set in eval mode (bf16 autocast on CUDA, as in
+- **Time.** Inference over the whole test set in eval mode, in the run's precision (bf16
+  autocast with channels_last, or float32; recorded as ``inference_precision``, as in
   :func:`sparse_survey.train.evaluate`), batches normalised in advance so that only the model is
   timed, after warm-up, CUDA synchronised; the median of ``repeats`` passes with the min and max.
-  Batch-1 latency is the median of single-image passes.
+  Batch-1 latency is the median of single-image passes. Before timing, glibc's allocator is
+  pinned (:func:`pin_allocator`): otherwise whether a pass page-faults, and so whether the
+  same model takes 2 s or 3 s on this project's CPU, depends on what the process allocated
+  before.
 - **Whether a time can be trusted.** A wall time measures the method only if nothing else used
   the machine meanwhile. :func:`timed` therefore records beside each wall time the process's CPU
   time, the time its threads waited for a free CPU (Linux's scheduler statistics) and the
@@ -56,6 +60,7 @@ from tqdm import tqdm
 
 from . import masks
 from .data import ImageSet, Loader
+from .train import autocast, resolve_precision
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -171,6 +176,14 @@ def _waited_s() -> float | None:
     return total / 1e9 if found else None
 
 
+def _minor_faults() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _load() -> float | None:
     try:
         return os.getloadavg()[0]
@@ -182,12 +195,17 @@ def _load() -> float | None:
 def timed(into: dict, name: str):
     """Measure the block and store into ``into``: ``{name}_s`` (wall seconds), ``{name}_cpu_s``
     (CPU seconds of this process, all threads), ``{name}_wait_s`` (seconds its threads waited for
-    a CPU, summed; None where unknown) and ``{name}_load`` (the machine's 1-minute load average at
-    the start and the end; None where unknown). Nothing is stored if the block raises."""
+    a CPU, summed; None where unknown), ``{name}_load`` (the machine's 1-minute load average at
+    the start and the end; None where unknown) and ``{name}_minor_faults`` (the process's minor
+    page faults: memory it touched for the first time; None where unknown). Nothing is stored if
+    the block raises."""
     load, waited, cpu, wall = _load(), _waited_s(), time.process_time(), time.perf_counter()
+    faults = _minor_faults()
     yield
     into[f"{name}_s"] = time.perf_counter() - wall
     into[f"{name}_cpu_s"] = time.process_time() - cpu
+    now_faults = _minor_faults()
+    into[f"{name}_minor_faults"] = None if faults is None else now_faults - faults
     now = _waited_s()
     into[f"{name}_wait_s"] = now - waited if now is not None and waited is not None else None
     into[f"{name}_load"] = None if load is None else [load, _load()]
@@ -206,19 +224,45 @@ def contended(clock: dict, name: str, cpus: int | None = None) -> bool | None:
     return max(load) > (cpus or os.cpu_count() or 1) + 0.5
 
 
+def pin_allocator() -> bool:
+    """Make glibc's malloc keep and reuse the memory a process frees, for the rest of the process:
+    no large block is served by a fresh ``mmap`` (the threshold is set to its maximum, 32 MiB on
+    64-bit systems, which also stops glibc from moving it) and the heap is never trimmed. Then a
+    timed pass that repeats what its warm-up allocated touches no new page. Unpinned, glibc's
+    threshold moves with the sizes the process freed before, so whether each pass maps and
+    page-faults its activations (about 2 M minor faults, 3 s instead of 2 s for VGG16 at width
+    1/4 on this project's CPU) depends on the process's history. Returns whether it applied
+    (False off glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt, Windows)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
+        mallopt(m_trim_threshold, 2**31 - 1))
+
+
 @torch.inference_mode()
 def inference_time(model: nn.Module, test_set: ImageSet, device: torch.device,
                    batch_size: int = 256, repeats: int = 5, latency_repeats: int = 50,
-                   progress: bool = False) -> dict:
-    """Median time of a pass over ``test_set`` (model only), images/s and batch-1 latency; the
-    timed passes' CPU time, waiting and load as ``time_passes_*`` (see :func:`timed`)."""
-    cuda = device.type == "cuda"
-    batches = [x for x, _ in Loader(test_set, batch_size, device, channels_last=cuda)]
+                   progress: bool = False, precision: str = "fp32") -> dict:
+    """Median time of a pass over ``test_set`` (model only) in ``precision`` (``"fp32"`` or
+    ``"bf16"``, see :mod:`sparse_survey.train`), images/s and batch-1 latency; the timed passes'
+    CPU time, waiting and load as ``time_passes_*`` (see :func:`timed`). The allocator is pinned
+    first (:func:`pin_allocator`)."""
+    precision = resolve_precision(precision, device)
+    pinned = pin_allocator()
+    channels_last = device.type == "cuda" or precision == "bf16"
+    batches = [x for x, _ in Loader(test_set, batch_size, device, channels_last=channels_last)]
     bar = tqdm(total=repeats * len(batches), desc="inference time", unit="batch",
                disable=not progress, leave=False)
 
     def run(inputs, counted: bool = False) -> None:
-        with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+        with autocast(device, precision):
             for x in inputs:
                 model(x)
                 if counted:
@@ -236,20 +280,22 @@ def inference_time(model: nn.Module, test_set: ImageSet, device: torch.device,
     return {"time_s": median, "time_s_min": min(passes), "time_s_max": max(passes),
             "time_repeats": repeats, "images": len(test_set), "batch_size": batch_size,
             "images_per_s": len(test_set) / median, "latency_ms": 1000 * statistics.median(latency),
-            **clock, "threads": torch.get_num_threads()}
+            **clock, "threads": torch.get_num_threads(), "inference_precision": precision,
+            "allocator_pinned": pinned}
 
 
 # ----------------------------------------------------------------------------------- memory
 
 @torch.inference_mode()
 def gpu_memory(model: nn.Module, test_set: ImageSet, device: torch.device,
-               batch_size: int = 256) -> dict[str, int]:
-    """Peak GPU memory allocated and reserved during one inference pass (CUDA only)."""
+               batch_size: int = 256, precision: str = "bf16") -> dict[str, int]:
+    """Peak GPU memory allocated and reserved during one inference pass in ``precision`` (CUDA
+    only)."""
     loader = Loader(test_set, batch_size, device, channels_last=True)
     _synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    with torch.autocast("cuda", torch.bfloat16):
+    with autocast(device, resolve_precision(precision, device)):
         for x, _ in loader:
             model(x)
     _synchronize(device)
@@ -329,10 +375,11 @@ def device_name(device: torch.device) -> str:
 
 def profile(model: nn.Module, test_set: ImageSet, device: str | torch.device | None = None,
             batch_size: int = 256, repeats: int = 5, latency_repeats: int = 50,
-            memory: bool = True, memory_batches: int = 4, progress: bool = False) -> dict:
+            memory: bool = True, memory_batches: int = 4, progress: bool = False,
+            precision: str = "fp32") -> dict:
     """Everything this module measures, as one flat record; the model is left as it was (it is
-    copied to ``device`` if it lives elsewhere). ``progress`` shows a bar over the timed passes
-    (minutes on a CPU for a full test set)."""
+    copied to ``device`` if it lives elsewhere). Inference is timed in ``precision`` (the run's).
+    ``progress`` shows a bar over the timed passes (minutes on a CPU for a full test set)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     on_device = next(model.parameters()).device == device or (
         device.type == "cuda" and device.index is None and next(model.parameters()).is_cuda)
@@ -345,9 +392,9 @@ def profile(model: nn.Module, test_set: ImageSet, device: str | torch.device | N
         record.update(parameter_counts(net))
         record.update(storage_bytes(net))
         record.update(inference_time(net, test_set, device, batch_size, repeats,
-                                     latency_repeats, progress))
+                                     latency_repeats, progress, precision))
         if device.type == "cuda":
-            record.update(gpu_memory(net, test_set, device, batch_size))
+            record.update(gpu_memory(net, test_set, device, batch_size, precision))
         if memory:
             record.update(cpu_memory(net, test_set, batch_size, memory_batches))
     finally:

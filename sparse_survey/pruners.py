@@ -88,11 +88,15 @@ def synflow_scores(model: nn.Module, batches: list | None = None, seed: int | No
     """SynFlow's ``|w * dR/dw|`` on an absolute-valued copy of the model, all-ones input of
     ``input_shape`` (default: the first batch's, else ``(C, 32, 32)`` for a first convolution).
 
-    Computed in float32 first; if ``R`` or a score overflows there, again in float64. Pruned
-    weights are zero in the copy, so they carry no flow."""
+    Computed in float32 first; if ``R`` or a score overflows there, again in float64; never in
+    bf16, whatever the training precision: autocast is switched off here, since ``R`` multiplies
+    through every layer and bf16 keeps only 8 bits of each factor. Pruned weights are zero in the
+    copy, so they carry no flow."""
     input_shape = input_shape or _input_shape(model, batches)
     for dtype in (torch.float32, torch.float64):
-        scores = _synflow_in(model, input_shape, dtype)
+        device_type = next(model.parameters()).device.type
+        with torch.autocast(device_type, enabled=False):
+            scores = _synflow_in(model, input_shape, dtype)
         if all(torch.isfinite(s).all() for s in scores.values()):
             return scores
     raise FloatingPointError("SynFlow scores overflow even in float64; prune in more rounds or "

@@ -195,7 +195,9 @@ def read_record(path: str | os.PathLike) -> dict | None:
                 f"one reads schemas up to {SCHEMA}); upgrade the package to read it, or move "
                 "the file out of the store. It is neither read nor rewritten.")
         check_shape(record)
-        config = config_from_dict(record["config"])
+        environment = record.get("environment")
+        config = config_from_dict(record["config"], environment.get("device")
+                                  if isinstance(environment, dict) else None)
     except NewerRecordError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError

@@ -3,7 +3,14 @@
 One loop for every budget: :class:`Recipe` holds a training protocol's numbers, :func:`fit` runs it
 on whole-tensor :class:`~sparse_survey.data.Loader` batches and returns a per-epoch history. Masked
 weights (see :mod:`sparse_survey.masks`) are re-zeroed after every optimizer step, so momentum and
-weight decay cannot revive them. On CUDA the loop uses bf16 autocast and channels_last. On request
+weight decay cannot revive them.
+
+Precision is part of a run (:data:`PRECISIONS`): ``"bf16"`` trains and evaluates under bf16
+autocast with channels_last tensors, ``"fp32"`` in float32 with the usual NCHW layout, and
+``"auto"`` (the default) picks bf16 where the device does bf16 arithmetic in hardware
+(:func:`bf16_supported`: CUDA GPUs, and CPUs with bf16 dot-product instructions such as
+AVX512-BF16 or AMX, through oneDNN), else fp32. Autocast keeps the weights, the optimizer state and
+the loss in float32; only matrix products and convolutions run in bf16. On request
 it trains through ``torch.compile``; a process pays for compiling an architecture once, since
 dynamo's cache serves every later model of the same architecture (the masks are applied outside
 the forward pass, so they do not change the graph; ``tests/test_experiment.py`` counts the
@@ -26,6 +33,37 @@ from . import masks
 from .data import ImageSet, Loader
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_supported(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` does bf16 arithmetic in hardware: a CUDA GPU that supports it, or a CPU
+    that oneDNN runs bf16 kernels on (torch's own check, the one its compiler uses; true with
+    AVX512-BF16 or AMX)."""
+    device = device_of(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a torch without oneDNN
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device | None = None) -> str:
+    """``"fp32"`` or ``"bf16"``: ``precision`` itself, or for ``"auto"`` bf16 where
+    :func:`bf16_supported` and fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a resolved ``precision`` on ``device`` (off for fp32)."""
+    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
 
 
 @dataclass(frozen=True)
@@ -109,22 +147,29 @@ def device_of(device: str | torch.device | None = None) -> torch.device:
 
 def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None = None, *,
         device: str | torch.device | None = None, seed: int = 0, compile: bool = False,
-        progress: bool = True, eval_every: int = 1, on_step=None, desc: str = "train") -> History:
+        progress: bool = True, eval_every: int = 1, on_step=None, desc: str = "train",
+        precision: str = "auto", channels_last: bool | None = None) -> History:
     """Train ``model`` in place by ``recipe`` on ``train``; evaluate on ``test`` every
     ``eval_every`` epochs and after the last. ``seed`` fixes the data order and augmentation
     (initialise the model's weights before calling). ``on_step(step, model)``, if given, is called
     after every optimizer step (step 1 is the first), e.g. to keep the weights of a rewind point.
     ``compile=True`` trains through ``torch.compile`` (graphs specialised to the batch shape).
+    ``precision`` is one of :data:`PRECISIONS` (see the module docstring); ``channels_last``
+    (default: on CUDA and in bf16) sets the memory layout of the model and its batches.
     The progress bar, named ``desc``, shows the epoch, the running loss and images/s.
     Returns the per-epoch :class:`History`.
     """
     device = device_of(device)
     cuda = device.type == "cuda"
+    precision = resolve_precision(precision, device)
+    if channels_last is None:
+        channels_last = cuda or precision == "bf16"
     model.to(device)
-    if cuda:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    loader = Loader(train, recipe.batch_size, device, train=True, seed=seed, channels_last=cuda)
-    test_loader = (Loader(test, eval_batch_size(device), device, channels_last=cuda)
+    loader = Loader(train, recipe.batch_size, device, train=True, seed=seed,
+                    channels_last=channels_last)
+    test_loader = (Loader(test, eval_batch_size(device), device, channels_last=channels_last)
                    if test is not None else None)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 nesterov=recipe.nesterov, weight_decay=recipe.weight_decay,
@@ -142,7 +187,7 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for i, (x, y) in enumerate(loader):
-            with torch.autocast(device.type, torch.bfloat16, enabled=cuda):
+            with autocast(device, precision):
                 logits = step_fn(x)
                 loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -173,7 +218,8 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
                   "seconds": seconds, "images_per_s": seen / seconds}
         last = epoch + 1 == recipe.epochs
         if test_loader is not None and ((epoch + 1) % eval_every == 0 or last):
-            record["test_loss"], record["test_acc"] = evaluate(model, test_loader)
+            record["test_loss"], record["test_acc"] = evaluate(model, test_loader,
+                                                               precision=precision)
         history.epochs.append(record)
     bar.close()
     return history
@@ -187,8 +233,9 @@ def eval_batch_size(device: torch.device) -> int:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.device | None = None,
-             batch_size: int | None = None) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy of ``model`` on a data set, in eval mode.
+             batch_size: int | None = None, precision: str = "auto") -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy of ``model`` on a data set, in eval mode and in
+    ``precision`` (see :data:`PRECISIONS`).
 
     ``data`` may be an :class:`ImageSet` (a loader of ``batch_size`` images, by default
     :func:`eval_batch_size`, is made on ``device``) or a ready ``Loader``.
@@ -197,14 +244,15 @@ def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.devi
     if isinstance(data, ImageSet):
         device = torch.device(device) if device is not None else next(model.parameters()).device
         data = Loader(data, batch_size or eval_batch_size(device), device,
-                      channels_last=device.type == "cuda")
+                      channels_last=device.type == "cuda"
+                      or resolve_precision(precision, device) == "bf16")
+    precision = resolve_precision(precision, data.device)
     was_training = model.training
     model.eval()
-    cuda = data.device.type == "cuda"
     loss_sum = torch.zeros((), device=data.device)
     correct = torch.zeros((), device=data.device, dtype=torch.long)
     for x, y in data:
-        with torch.autocast(data.device.type, torch.bfloat16, enabled=cuda):
+        with autocast(data.device, precision):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()

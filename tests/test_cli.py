@@ -4,6 +4,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from sparse_survey import train
 from sparse_survey.train import Recipe
 
 
@@ -135,8 +138,14 @@ def test_cli_bench_train_on_one_channel_digits_prints_and_stores_the_loops(tmp_p
     assert out.returncode == 0, out.stderr
     loops = [line.split()[:2] for line in out.stdout.splitlines()
              if line.split()[:1] in (["baseline"], ["eager"])]
-    assert loops == [["baseline", "128"], ["eager", "128"], ["eager", "512"]]
+    setups = [(p, cl) for p in ("fp32", "bf16")[:1 + train.bf16_supported("cpu")]
+              for cl in (False, True)]
+    assert loops == [["baseline", "128"]] + [["eager", b] for _ in setups for b in ("128", "512")]
     stored = json.loads(next(tmp_path.glob("train-mlp-*.json")).read_text())
-    assert [row["loop"] for row in stored["rows"]] == ["baseline", "eager", "eager"]
-    assert all(row["images_per_s"] > 0 and row["fraction_of_peak"] > 0 for row in stored["rows"])
+    rows = stored["rows"]
+    assert [(r["precision"], r["channels_last"]) for r in rows[1::2]] == setups
+    assert all(row["images_per_s"] > 0 and row["fraction_of_peak"] > 0 for row in rows)
+    assert all(r["loop_share_of_bare_step"] == pytest.approx(
+        r["images_per_s"] / r["bare_step_images_per_s"]) for r in rows[1:])
+    assert set(stored["peak_flops_measured"]) == {p for p, _ in setups}
     assert stored["macs_per_image"] == 64 * 75 + 75 * 25 + 25 * 10  # the width-1/4 MLP

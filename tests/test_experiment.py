@@ -130,8 +130,9 @@ def test_ray_backend_gives_the_same_records_as_the_local_one(swept, tmp_path):
 
 
 def test_config_keys_and_bad_input():
-    a = RunConfig.from_preset("smoke", "mag", 1)
-    assert a.key == RunConfig.from_preset("smoke", "mag", 1, device="cuda").key  # not identity
+    a = RunConfig.from_preset("smoke", "mag", 1, precision="bf16")
+    assert a.key == RunConfig.from_preset("smoke", "mag", 1, device="cuda",  # not identity
+                                          precision="bf16").key
     assert a.key != RunConfig.from_preset("smoke", "mag", 1, seed=1).key
     assert experiment.config_from_dict(json.loads(json.dumps(
         {**a.__dict__, "recipe": a.recipe.__dict__}))) == a

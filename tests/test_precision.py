@@ -1,0 +1,126 @@
+"""Precision is part of a run: bf16 autocast with channels_last where the device does bf16
+arithmetic, float32 elsewhere or when asked; SynFlow scores in float32 whatever the training
+precision; stored float32 records keep their meaning; inference timings do not depend on what
+the process allocated before."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from sparse_survey import experiment, models, pruners, train
+from sparse_survey.experiment import RunConfig
+from sparse_survey.store import Store, write_json
+
+
+def test_auto_is_bf16_exactly_where_torch_says_the_cpu_has_bf16_arithmetic():
+    has_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert train.bf16_supported("cpu") == has_bf16
+    assert train.resolve_precision("auto", "cpu") == ("bf16" if has_bf16 else "fp32")
+    assert train.resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        train.resolve_precision("fp16", "cpu")
+
+
+def test_a_bf16_run_never_takes_an_fp32_runs_key():
+    fp32 = RunConfig.from_preset("smoke", "mag", 1, precision="fp32")
+    bf16 = RunConfig.from_preset("smoke", "mag", 1, precision="bf16")
+    assert fp32.key != bf16.key and (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    auto = RunConfig.from_preset("smoke", "mag", 1, precision="auto")
+    assert auto.key == (bf16 if train.bf16_supported("cpu") else fp32).key  # resolved when made
+    laptop = RunConfig.from_preset("laptop", "mag", 1)
+    assert laptop.precision == "fp32" and laptop.label == "Mag"  # its records are float32
+    assert RunConfig.from_preset("laptop", "mag", 1, precision="bf16").label == "Mag (bf16)"
+
+
+@pytest.mark.parametrize(("device", "precision"), [("cpu", "fp32"), ("cuda", "bf16"),
+                                                    ("cuda:0", "bf16")])
+def test_a_record_made_before_precision_was_stored_keeps_its_meaning(device, precision, tmp_path):
+    """Schema 2 stored no precision: CUDA runs trained in bf16, every other run in float32."""
+    config = RunConfig.from_preset("smoke", "mag", 1, precision=precision)
+    stored = {k: v for k, v in experiment.config_dict(config).items() if k != "precision"}
+    record = {"schema": 2, "key": "0123456789abcdef", "config": stored, "status": "failed",
+              "label": "Mag", "error": "x", "environment": {"device": device}}
+    write_json(tmp_path / "smoke" / "0123456789abcdef.json", record)
+    store = Store(tmp_path)
+    (read,) = store.records("smoke", stale=True)
+    assert read["config"]["precision"] == precision and read["key"] == config.key
+    store.rekey("smoke")
+    assert [p.stem for p in (tmp_path / "smoke").glob("*.json")] == [config.key]
+    assert json.loads((tmp_path / "smoke" / f"{config.key}.json").read_text())["schema"] == \
+        experiment.SCHEMA
+
+
+def layer_dtypes(model: nn.Module) -> set[torch.dtype]:
+    """Record the output dtype of every convolution on the next forward pass."""
+    seen: set[torch.dtype] = set()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize(("precision", "dtype", "layout"), [
+    ("bf16", torch.bfloat16, torch.channels_last),
+    ("fp32", torch.float32, torch.contiguous_format)])
+def test_fit_trains_in_the_precision_it_is_given(precision, dtype, layout, digits):
+    torch.manual_seed(0)
+    model = models.build("resnet20", 10, 1, 0.5, image_size=8)
+    seen = layer_dtypes(model)
+    recipe = train.Recipe(epochs=1, batch_size=64, lr=0.05, schedule="constant")
+    history = train.fit(model, digits[0], recipe, digits[1], progress=False, precision=precision)
+    assert seen == {dtype} and history.final["test_acc"] > 0
+    weight = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1].weight
+    assert weight.dtype == torch.float32 and weight.is_contiguous(memory_format=layout)
+
+
+def test_synflow_scores_in_float32_inside_a_bf16_autocast():
+    torch.manual_seed(0)
+    model = models.build("vgg11", 10, 3, 0.25)
+    outside = pruners.score(model, "synflow", input_shape=(3, 32, 32))
+    with torch.autocast("cpu", torch.bfloat16):
+        inside = pruners.score(model, "synflow", input_shape=(3, 32, 32))
+    assert all(inside[n].dtype == torch.float32 and torch.equal(inside[n], outside[n])
+               for n in outside)
+
+
+HISTORY = """
+import json, sys
+import torch
+from sparse_survey import data, models, profile
+
+torch.set_num_threads(2)
+if sys.argv[1] == "churned":  # free blocks of many sizes first: glibc moves its mmap threshold
+    for megabytes in (1, 3, 7, 13, 24, 31, 48, 96):
+        block = torch.ones(megabytes * 2**18)
+        del block
+g = torch.Generator().manual_seed(0)
+test = data.ImageSet(torch.randint(0, 256, (1024, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (1024,), generator=g), tuple("abcdefghij"),
+                     (0.5,) * 3, (0.25,) * 3, "random")
+torch.manual_seed(0)
+model = models.build("vgg16", 10, 3, 0.25).eval()
+print(json.dumps(profile.inference_time(model, test, torch.device("cpu"), 256, repeats=5,
+                                        latency_repeats=3, precision="fp32")))
+"""
+
+
+def test_inference_time_does_not_depend_on_what_the_process_allocated_before():
+    """The same model timed in a fresh process and in one whose allocator history differs:
+    with the allocator pinned, neither touches new memory in its timed passes, and their
+    fastest passes agree within 10 %."""
+    timed = {}
+    for history in ("fresh", "churned"):
+        out = subprocess.run([sys.executable, "-c", HISTORY, history], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        timed[history] = json.loads(out.stdout)
+    assert all(t["allocator_pinned"] and t["inference_precision"] == "fp32"
+               for t in timed.values())
+    faults = {h: t["time_passes_minor_faults"] for h, t in timed.items()}
+    assert all(f < 2000 for f in faults.values()), faults  # unpinned: about 10^5 and more
+    ratio = timed["fresh"]["time_s_min"] / timed["churned"]["time_s_min"]
+    assert 0.9 < ratio < 1.1, timed
