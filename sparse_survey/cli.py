@@ -137,9 +137,10 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
                        help="where CIFAR-10 is: a torchvision folder, an ImageFolder folder, or "
                             "a .zip or .tar.gz of one (default: $SPARSE_SURVEY_DATA, then a "
                             "download)")
-    group.add_argument("--precision", choices=PRECISIONS, default=None,
+    group.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="bf16 (autocast, channels_last), fp32, or auto: bf16 where the device "
-                            "does bf16 arithmetic (default: the preset's)")
+                            "does bf16 arithmetic (default: %(default)s; the laptop preset's "
+                            "stored runs are fp32)")
     group.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
     group.add_argument("--device", default=None, type=device_arg,
                        help="torch device, e.g. cpu or cuda (default: cuda when available)")
@@ -534,12 +535,14 @@ def add_bench(commands) -> None:
         p.add_argument("--width", type=float, default=width, help=width_help)
 
     train = benches.add_parser(
-        "train", help="training images/s: a common DataLoader baseline, this loop eager and "
-                      "compiled",
+        "train", help="training images/s: a common DataLoader baseline, this loop in each "
+                      "precision and layout beside its bare step, and compiled",
         description="Training images/s on the same images: a plain DataLoader baseline (CPU "
-                    "transforms, fp32, batch 128) and this project's loop, eager and compiled, "
-                    "at each batch size, also as a fraction of the device's peak FLOP/s. Stores "
-                    "the figures in OUT/train-MODEL-DEVICE.json.")
+                    "transforms, fp32, batch 128) and this project's loop at each batch size in "
+                    "fp32 and (where the device has it) bf16, NCHW and channels_last, each beside "
+                    "its bare training step, and compiled in the device's default setup; also as "
+                    "a fraction of a measured matrix-product peak of the row's dtype. Stores the "
+                    "figures in OUT/train-MODEL-DEVICE.json.")
     model_options(train, None, "width multiplier (default: 1 on a GPU, 0.25 on a CPU)")
     train.add_argument("--images", type=int, default=None,
                        help="training images per measurement (default: 50000 on a GPU, 10000 "

@@ -21,6 +21,12 @@ def test_cli_trains_on_digits():
     assert "final test accuracy" in out.stdout and "images/s" in out.stdout
     assert "Recipe(epochs=2, batch_size=32, lr=0.05" in out.stdout  # the rest is the preset's
     assert out.stdout.startswith("mlp (width 1) on digits")
+    fast = "bf16" if train.bf16_supported("cpu") else "fp32"
+    assert f"device cpu, {fast};" in out.stdout  # the fast path by default, on any preset
+    forced = run("train", "--preset", "laptop", "--dataset", "digits", "--model", "mlp",
+                 "--limit-per-class", "all", "--epochs", "1", "--precision", "fp32",
+                 "--no-progress")
+    assert forced.returncode == 0 and "device cpu, fp32;" in forced.stdout, forced.stderr
 
 
 def test_help_documents_the_options():
