@@ -32,7 +32,7 @@ from . import __version__, lottery, masks, models, pruners
 from . import data as datasets
 from .data import ImageSet, Loader
 from .profile import device_name, profile, timed
-from .train import Recipe, device_of, fit, resolve_precision
+from .train import Recipe, dead_channels, device_of, fit, resolve_precision
 
 SCHEMA = 3  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision
 METHODS = (*pruners.METHODS, "imp", "dense")
@@ -440,6 +440,12 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
         if fitted.diverged:
             raise FloatingPointError(fitted.error)
         history, rounds = fitted.epochs, None
+    dead = dead_channels(model)
+    if dead:
+        warnings.warn(f"{sum(dead.values())} BatchNorm channels in {len(dead)} layers have a "
+                      "running variance below eps (their filters lost every weight): eval mode "
+                      "multiplies their drift by up to 1/sqrt(eps), so test accuracy can fall "
+                      "far below training accuracy", stacklevel=2)
     with timed(timings, "profile"):
         measured = profile(model, test, device, repeats=config.profile_repeats,
                            progress=progress, precision=config.precision)

@@ -225,6 +225,18 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     return history
 
 
+def dead_channels(model: nn.Module) -> dict[str, int]:
+    """Per BatchNorm layer, the channels whose running variance fell below the layer's ``eps``:
+    channels that saw a constant during training (in a pruned network, those whose filter lost
+    every weight). In eval mode BatchNorm multiplies whatever such a channel's input drifted from
+    its running mean by up to ``1 / sqrt(eps)`` (316 at the default eps), which can wreck a
+    network that trains well: its test accuracy can sit at chance while its training accuracy
+    does not."""
+    return {name: int((m.running_var < m.eps).sum()) for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None
+            and bool((m.running_var < m.eps).any())}
+
+
 def eval_batch_size(device: torch.device) -> int:
     """Evaluation batch: large on a GPU; 128 on a CPU, where bigger batches outgrow the caches
     (VGG16 at width 1/4 evaluates 10,000 images in 2.0 s at 128, 4.5 s at 1024 on 2 cores)."""

@@ -124,3 +124,21 @@ def test_inference_time_does_not_depend_on_what_the_process_allocated_before():
     assert all(f < 2000 for f in faults.values()), faults  # unpinned: about 10^5 and more
     ratio = timed["fresh"]["time_s_min"] / timed["churned"]["time_s_min"]
     assert 0.9 < ratio < 1.1, timed
+
+
+def test_dead_batchnorm_channels_are_counted_and_a_run_warns_of_them(monkeypatch):
+    """A channel whose filter lost every weight feeds BatchNorm a constant: its running variance
+    decays towards zero, below eps, and the run's record says so."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    with torch.no_grad():
+        model[0].weight[:3] = 0  # three filters pruned whole: their outputs are their biases
+    model.train()
+    for _ in range(200):
+        model(torch.randn(8, 3, 6, 6))
+    assert train.dead_channels(model) == {"1": 3}
+    assert model[1].running_var[3] > 0.1  # the live channel
+    monkeypatch.setattr(experiment, "dead_channels", lambda _model: {"features.1": 3})
+    with pytest.warns(UserWarning, match="3 BatchNorm channels in 1 layers"):
+        record = experiment.run(RunConfig.from_preset("smoke", "mag", 1, device="cpu"))
+    assert any("running variance below eps" in w for w in record["warnings"])
