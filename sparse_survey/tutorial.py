@@ -109,7 +109,8 @@ def parameters(preset: str = "auto", compressions=(1,), seeds=1,
                                  "cuda)") from None
         if method is not None:
             checked.configs()  # RunConfig checks the method and its fields
-        if method is not None if trains is None else trains:
+        writes = method is not None if trains is None else trains
+        if writes:
             Store(checked.results).check_writable(checked.preset, option="-p results FOLDER")
     except ValueError as error:
         raise ParameterError(f"bad notebook parameter: {error}") from None
