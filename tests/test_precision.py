@@ -121,7 +121,9 @@ def test_inference_time_does_not_depend_on_what_the_process_allocated_before():
     assert all(t["allocator_pinned"] and t["inference_precision"] == "fp32"
                for t in timed.values())
     faults = {h: t["time_passes_minor_faults"] for h, t in timed.items()}
-    assert all(f < 2000 for f in faults.values()), faults  # unpinned: about 10^5 and more
+    # unpinned, these five passes fault 300,000-500,000 pages (about 400 MB a pass); pinned,
+    # none, or a few thousand once when a thread's heap first grows
+    assert all(f < 10_000 for f in faults.values()), faults
     ratio = timed["fresh"]["time_s_min"] / timed["churned"]["time_s_min"]
     assert 0.9 < ratio < 1.1, timed
 
