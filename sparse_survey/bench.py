@@ -47,7 +47,7 @@ from .experiment import environment
 from .profile import contended, device_name, flops, timed, timings
 from .sparse import sparsify
 from .store import write_json
-from .train import Recipe, autocast, bf16_supported, device_of, fit
+from .train import Recipe, autocast, bf16_supported, device_of, fit, uses_channels_last
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s, without sparsity), by a part of
 # the name torch.cuda.get_device_name gives.
@@ -210,7 +210,8 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
     add("baseline", {"precision": "fp32", "channels_last": False,
                      "setup": f"DataLoader, {workers} workers, CPU transforms"}, 128, baseline,
         clock)
-    default = {"precision": precisions[-1], "channels_last": cuda or precisions[-1] == "bf16"}
+    default = {"precision": precisions[-1],
+               "channels_last": uses_channels_last(device, precisions[-1])}
     setups = [{"precision": p, "channels_last": cl} for p in precisions for cl in (False, True)]
     runs = [(False, s) for s in setups] + ([(True, default)] if True in compiled else [])
     for compile, setup in runs:

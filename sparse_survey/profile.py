@@ -60,7 +60,7 @@ from tqdm import tqdm
 
 from . import masks
 from .data import ImageSet, Loader
-from .train import autocast, resolve_precision
+from .train import autocast, resolve_precision, uses_channels_last
 
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -256,7 +256,7 @@ def inference_time(model: nn.Module, test_set: ImageSet, device: torch.device,
     first (:func:`pin_allocator`)."""
     precision = resolve_precision(precision, device)
     pinned = pin_allocator()
-    channels_last = device.type == "cuda" or precision == "bf16"
+    channels_last = uses_channels_last(device, precision)
     batches = [x for x, _ in Loader(test_set, batch_size, device, channels_last=channels_last)]
     bar = tqdm(total=repeats * len(batches), desc="inference time", unit="batch",
                disable=not progress, leave=False)

@@ -66,6 +66,12 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
 
 
+def uses_channels_last(device: torch.device, precision: str) -> bool:
+    """The memory layout of a resolved ``precision`` on ``device``: channels_last on CUDA and in
+    bf16 (where oneDNN's and cuDNN's fast kernels want it), NCHW for fp32 on a CPU."""
+    return device.type == "cuda" or precision == "bf16"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A training protocol. ``milestones`` are epochs (fractional ones too) at which ``multistep``
@@ -163,7 +169,7 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     cuda = device.type == "cuda"
     precision = resolve_precision(precision, device)
     if channels_last is None:
-        channels_last = cuda or precision == "bf16"
+        channels_last = uses_channels_last(device, precision)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -255,9 +261,9 @@ def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.devi
     """
     if isinstance(data, ImageSet):
         device = torch.device(device) if device is not None else next(model.parameters()).device
+        precision = resolve_precision(precision, device)
         data = Loader(data, batch_size or eval_batch_size(device), device,
-                      channels_last=device.type == "cuda"
-                      or resolve_precision(precision, device) == "bf16")
+                      channels_last=uses_channels_last(device, precision))
     precision = resolve_precision(precision, data.device)
     was_training = model.training
     model.eval()
