@@ -109,18 +109,21 @@ print(json.dumps(profile.inference_time(model, test, torch.device("cpu"), 256, r
 
 
 def test_inference_time_does_not_depend_on_what_the_process_allocated_before():
-    """The same model timed in a fresh process and in one whose allocator history differs:
-    with the allocator pinned, neither touches new memory in its timed passes, and their
-    fastest passes agree within 10 %."""
-    timed = {}
-    for history in ("fresh", "churned"):
-        out = subprocess.run([sys.executable, "-c", HISTORY, history], capture_output=True,
-                             text=True, timeout=300)
-        assert out.returncode == 0, out.stderr
-        timed[history] = json.loads(out.stdout)
+    """The same model timed in fresh processes and in processes whose allocator history differs:
+    with the allocator pinned, none touches new memory in its timed passes, and the fastest pass
+    of each history agrees within 10 % (three processes each, since two processes of the same
+    history can differ by more than that on a shared machine)."""
+    runs = {"fresh": [], "churned": []}
+    for _ in range(3):  # alternating processes: the fastest of each history is compared
+        for history, found in runs.items():
+            out = subprocess.run([sys.executable, "-c", HISTORY, history], capture_output=True,
+                                 text=True, timeout=300)
+            assert out.returncode == 0, out.stderr
+            found.append(json.loads(out.stdout))
     assert all(t["allocator_pinned"] and t["inference_precision"] == "fp32"
-               for t in timed.values())
-    faults = {h: t["time_passes_minor_faults"] for h, t in timed.items()}
+               for found in runs.values() for t in found)
+    timed = {h: min(found, key=lambda t: t["time_s_min"]) for h, found in runs.items()}
+    faults = {h: max(t["time_passes_minor_faults"] for t in found) for h, found in runs.items()}
     # unpinned, these five passes fault 300,000-500,000 pages (about 400 MB a pass); pinned,
     # none, or a few thousand once when a thread's heap first grows
     assert all(f < 10_000 for f in faults.values()), faults
