@@ -34,7 +34,8 @@ from .data import ImageSet, Loader
 from .profile import device_name, profile, timed
 from .train import Recipe, dead_channels, device_of, fit, resolve_precision
 
-SCHEMA = 3  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision
+SCHEMA = 4  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision;
+# 4: the recipe's label_smoothing
 METHODS = (*pruners.METHODS, "imp", "dense")
 EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, not what it is
 
@@ -307,8 +308,8 @@ def upgrade(config: dict, device: str | None = None) -> dict:
     """A stored config (a record's ``"config"``) in the current layout; ``device`` is where the
     record says it ran. Before schema 2, IMP's rounds were ``iters`` and a one-shot method's
     scoring rounds ``rounds``; both are ``iterations`` now. Before schema 3 the precision was
-    not stored: runs trained in bf16 on CUDA and in float32 elsewhere. Fields added since take
-    their defaults when the config is made."""
+    not stored: runs trained in bf16 on CUDA and in float32 elsewhere. Before schema 4 the recipe
+    had no label smoothing (0). Fields added since take their defaults when the config is made."""
     config = dict(config)
     if "iters" in config:
         iters, rounds = config.pop("iters"), config.pop("rounds", None)
@@ -316,6 +317,8 @@ def upgrade(config: dict, device: str | None = None) -> dict:
     if "precision" not in config:
         ran_on = device or config.get("device") or "cpu"
         config["precision"] = "bf16" if str(ran_on).startswith("cuda") else "fp32"
+    if isinstance(config.get("recipe"), dict) and "label_smoothing" not in config["recipe"]:
+        config["recipe"] = {**config["recipe"], "label_smoothing": 0.0}
     return config
 
 

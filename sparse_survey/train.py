@@ -76,7 +76,9 @@ def uses_channels_last(device: torch.device, precision: str) -> bool:
 class Recipe:
     """A training protocol. ``milestones`` are epochs (fractional ones too) at which ``multistep``
     multiplies the learning rate by ``gamma``; ``onecycle`` warms up linearly for ``warmup`` of
-    the run, then decays linearly to zero; ``cosine`` anneals from ``lr`` to zero. The default
+    the run, then decays linearly to zero; ``cosine`` anneals from ``lr`` to zero.
+    ``label_smoothing`` mixes the training targets with the uniform distribution (Szegedy et al.
+    2016): a cheap regulariser for short runs; it changes only the training loss. The default
     is the survey's ("paper") protocol; each field's metadata says what it is (the command line's
     recipe options are made from them). Every number is checked (finite, in range), so a NaN or a
     schedule that cannot work is refused here, not found after training."""
@@ -93,6 +95,8 @@ class Recipe:
         "help": "epochs at which multistep multiplies the rate by gamma"})
     gamma: float = field(default=0.1, metadata={"help": "multistep's factor"})
     warmup: float = field(default=0.2, metadata={"help": "onecycle's warm-up fraction"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "label smoothing of the training loss (0: none; the test loss never has it)"})
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -107,6 +111,8 @@ class Recipe:
             if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
                 raise ValueError(f"{name} must be a finite number >= 0, got "
                                  f"{getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:  # also refuses NaN
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing}")
         if self.schedule == "onecycle" and not 0 < self.warmup < 1:
             raise ValueError(f"onecycle needs a warm-up fraction between 0 and 1, got "
                              f"{self.warmup}")
@@ -195,7 +201,7 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
         for i, (x, y) in enumerate(loader):
             with autocast(device, precision):
                 logits = step_fn(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

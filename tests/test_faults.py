@@ -136,6 +136,27 @@ def test_a_record_of_schema_1_is_migrated_and_loads_under_its_new_key(tmp_path, 
     assert not (tmp_path / "smoke" / f"{key}.json").exists()
 
 
+def test_a_record_of_schema_3_is_migrated_to_no_label_smoothing_not_rerun(tmp_path, monkeypatch):
+    """Schema 3's recipe had no ``label_smoothing``: its runs trained without it (0), and such a
+    record must load under the key of that config, be rekeyed once and never be rerun."""
+    store, config = Store(tmp_path), smoke()
+    record = experiment.run(config)
+    legacy = {**record["config"], "recipe": {k: v for k, v in record["config"]["recipe"].items()
+                                            if k != "label_smoothing"}}
+    identity = {k: v for k, v in legacy.items() if k not in experiment.EXECUTION}
+    key = hashlib.sha256(json.dumps(experiment.canonical(identity), sort_keys=True)
+                         .encode()).hexdigest()[:16]
+    assert key != config.key
+    write_json(tmp_path / "smoke" / f"{key}.json",
+               {**record, "schema": 3, "key": key, "config": legacy})
+    (loaded,) = store.records("smoke", stale=True)
+    assert loaded["key"] == config.key and loaded["config"]["recipe"]["label_smoothing"] == 0
+    monkeypatch.setattr(sweeps, "run", lambda *a, **k: pytest.fail("a stored run was rerun"))
+    assert sweeps.sweep([config], store, progress=False) == []
+    assert [p.stem for p in (tmp_path / "smoke").glob("*.json")] == [config.key]
+    assert json.loads(store.path(config).read_text())["schema"] == experiment.SCHEMA
+
+
 def test_a_run_stored_twice_counts_as_one_seed_in_the_tables(tmp_path):
     record = experiment.run(smoke(compression=1))
     twice = [record, {**record, "config": {**record["config"], "compression": 1.0},

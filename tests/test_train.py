@@ -1,3 +1,5 @@
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -84,3 +86,29 @@ def test_compiled_training_runs_and_keeps_masks(digits):
     history = fit(model, train, recipe, test, compile=True, progress=False)
     assert not history.diverged and history.final["test_acc"] > 0.3
     assert all(torch.all(w[~masks.get(model)[n]] == 0) for n, w in masks.prunable(model).items())
+
+
+def test_label_smoothing_trains_on_targets_mixed_with_the_uniform_distribution(digits):
+    """One full-batch SGD step with label smoothing e against the same step computed by hand on
+    the targets (1 - e) * one-hot + e / K (no augmentation, so the batch is known)."""
+    train = dataclasses.replace(digits[0], crop_padding=0, flip=False)
+    eps, lr = 0.2, 0.5
+    model = mlp()
+    by_hand = copy.deepcopy(model)
+    recipe = Recipe(epochs=1, batch_size=len(train), lr=lr, momentum=0.0, nesterov=False,
+                    weight_decay=0.0, schedule="constant", label_smoothing=eps)
+    fit(model, train, recipe, progress=False, precision="fp32")
+    x = (train.images.float() / 255 - train.mean[0]) / train.std[0]
+    k = len(train.classes)
+    targets = (1 - eps) * torch.nn.functional.one_hot(train.labels, k) + eps / k
+    loss = -(targets * by_hand(x).log_softmax(1)).sum(1).mean()
+    loss.backward()
+    with torch.no_grad():
+        for p in by_hand.parameters():
+            p -= lr * p.grad
+    for mine, theirs in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="label_smoothing must lie in"):
+        Recipe(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="label_smoothing must lie in"):
+        Recipe(label_smoothing=float("nan"))
