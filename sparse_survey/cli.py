@@ -376,14 +376,12 @@ def run_imp(args: argparse.Namespace) -> int:
                "compile": args.compile, "precision": b.precision}
     result = lottery.imp(model, data, args.compression, args.iterations, b.recipe,
                          rewind=args.rewind, cache_dir=args.cache_dir, **options)
-    if result.dense_cached:
-        print("(dense training, and any finished rounds, reused from the cache)")
     print(f"{'round':>5} {'density':>9} {'params':>8} {'FLOPs':>8} {'test acc':>9} "
           f"{'best acc':>9} {'time':>8}")
     for r in result.rounds:
         print(f"{r['round']:5d} {r['density']:9.4f} {r['remaining_params']:8.4f} "
               f"{r['remaining_flops']:8.4f} {r['test_acc']:9.4f} {r['best_test_acc']:9.4f} "
-              f"{r['seconds']:7.1f}s")
+              f"{r['seconds']:7.1f}s" + ("  (from the cache)" if r["cached"] else ""))
     if args.controls:
         for name, accuracy in lottery.controls(result, data, b.recipe, **options).items():
             print(f"{name:>18}: test accuracy {accuracy:.4f}")

@@ -12,8 +12,11 @@ recipe from the rewound weights.
 
 The dense training depends only on the initial weights, the data, the recipe, the seed and the
 rewind point, so it is cached on disk under that key and shared by every compression and round
-count of a sweep. After each round a checkpoint is written, so an interrupted run resumes from the
-last finished round and ends bitwise where an uninterrupted one would (on the CPU).
+count of a sweep. Round ``r`` depends, beyond that, only on the compressions the rounds so far
+pruned to, so each round's result is cached under those: an interrupted run resumes from its last
+finished round and ends bitwise where an uninterrupted one would (on the CPU), and configurations
+whose first rounds prune to the same compressions share those rounds exactly (IMP (2 Iters) at
+``c = 1`` is the first two rounds of IMP (4 Iters) at ``c = 2``).
 
 Controls (Frankle et al. 2019, 2021), for any mask: :func:`reinitialize` (same mask, fresh random
 weights) and :func:`shuffle_masks` (same per-layer counts, new positions, the original weights).
@@ -44,8 +47,8 @@ from .train import Recipe, device_of, fit, resolve_precision
 @dataclass
 class IMPResult:
     """The final (masked, trained) model and its masks, the state it was rewound to each round,
-    one record per round (round 0 is the dense training), and whether the dense training came
-    from the cache."""
+    one record per round (round 0 is the dense training; each says whether it came from the
+    cache, ``"cached"``), and whether the dense training came from the cache."""
 
     model: nn.Module
     masks: dict[str, torch.Tensor]
@@ -93,10 +96,16 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
     trained_from = rewind if isinstance(rewind, int) else "init"  # what the dense run keeps
     key = run_key(model, train, test, recipe, seed, trained_from, precision)  # hashes the data
     fine_tuned = "-fine-tuned" if rewind == "none" else ""
-    checkpoint = cache / f"{key}{fine_tuned}-c{compression:g}-k{iterations}.pt"
+    targets = [compression * r / iterations for r in range(1, iterations + 1)]
+    checkpoints = [cache / round_name(key + fine_tuned, targets[:r])
+                   for r in range(1, iterations + 1)]
 
-    state = _load(checkpoint, device, ("rounds", "rewind_state", "masks", "model"))
-    if state is not None:  # resume after the last finished round
+    state = None
+    for checkpoint in reversed(checkpoints):  # resume after the last finished round
+        state = _load(checkpoint, device, ("rounds", "rewind_state", "masks", "model"))
+        if state is not None:
+            break
+    if state is not None:
         masks.attach(model, state["masks"])
         model.load_state_dict(state["model"])
         rounds, rewind_state, cached = state["rounds"], state["rewind_state"], True
@@ -104,18 +113,29 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
         rewind_state, dense, cached = _dense_training(model, trained_from,
                                                       cache / f"{key}-dense.pt", training)
         rounds = [dense]
+    reused = len(rounds)  # round 0 (the dense run) and the rounds that came from the cache
     bar = tqdm(total=iterations, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
                unit="round", disable=not progress)
     for r in range(len(rounds), iterations + 1):
-        current = pruners.prune(model, "mag", compression * r / iterations)  # among survivors
+        current = pruners.prune(model, "mag", targets[r - 1])  # among the survivors
         if rewind != "none":  # else the survivors keep their trained values (fine-tuning)
             rewind_to(model, rewind_state, current)
         rounds.append(_train_round(r, model, **training))
-        _save(checkpoint, {"rounds": rounds, "rewind_state": rewind_state,
-                           "masks": masks.get(model), "model": model.state_dict()})
+        _save(checkpoints[r - 1], {"rounds": rounds, "rewind_state": rewind_state,
+                                   "masks": masks.get(model), "model": model.state_dict()})
         bar.update()
     bar.close()
+    rounds = [{**record, "cached": cached if r == 0 else r < reused}
+              for r, record in enumerate(rounds)]
     return IMPResult(model, masks.get(model), rewind_state, rounds, cached)
+
+
+def round_name(dense_key: str, targets: list[float]) -> str:
+    """The cache file of the round that pruned, round by round, to compressions ``targets``
+    after the dense run ``dense_key``: a digest of the exact floats, so two configurations share
+    a round only when every pruning before it was the same."""
+    digest = hashlib.blake2b(json.dumps([repr(t) for t in targets]).encode(), digest_size=6)
+    return f"{dense_key}-r{len(targets)}-c{targets[-1]:.4g}-{digest.hexdigest()}.pt"
 
 
 REWIND_POINTS = ("init", "none")  # besides a training step

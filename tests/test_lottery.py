@@ -81,9 +81,26 @@ def test_dense_training_is_cached_across_configurations_but_not_seeds(digits, tm
     assert not first.dense_cached and len(spy) == 3
     second = run(digits, tmp_path, compression=2, iters=3)
     assert second.dense_cached and len(spy) == 3 + 3  # no dense training this time
-    assert second.rounds[0] == first.rounds[0]
+    assert second.rounds[0] == {**first.rounds[0], "cached": True}
     other_seed = run(digits, tmp_path, compression=1, iters=2, seed=1)
     assert not other_seed.dense_cached and len(spy) == 6 + 3
+
+
+def test_configurations_that_prune_to_the_same_compressions_share_those_rounds_exactly(
+        digits, tmp_path, spy):
+    """IMP (3 Iters) at c = 1.5 prunes to c = 0.5 and 1 before its last round, as IMP (2 Iters)
+    at c = 1 does: it trains only its third round, and ends bitwise where it would alone."""
+    two = run(digits, tmp_path, compression=1, iters=2)
+    assert len(spy) == 3 and [r["cached"] for r in two.rounds] == [False] * 3
+    three = run(digits, tmp_path, compression=1.5, iters=3)
+    assert len(spy) == 3 + 1 and [r["cached"] for r in three.rounds] == [True, True, True, False]
+    assert three.rounds[:3] == [{**r, "cached": True} for r in two.rounds]
+    alone = run(digits, tmp_path / "alone", compression=1.5, iters=3)
+    assert all(torch.equal(a, b) for a, b in zip(three.model.state_dict().values(),
+                                                 alone.model.state_dict().values()))
+    assert three.final["test_acc"] == alone.final["test_acc"]
+    other = run(digits, tmp_path, compression=2, iters=2)  # prunes to c = 1 first: its own rounds
+    assert len(spy) == 4 + 1 + 2 + 3 and [r["cached"] for r in other.rounds] == [True, False, False]
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(digits, tmp_path, monkeypatch):
@@ -166,7 +183,7 @@ def test_no_rewind_fine_tunes_the_trained_survivors_and_shares_the_dense_run(dig
                                                                            spy):
     rewound = run(digits, tmp_path, compression=1, iters=2)
     tuned = run(digits, tmp_path, compression=1, iters=2, rewind="none")
-    assert tuned.dense_cached and tuned.rounds[0] == rewound.rounds[0]
+    assert tuned.dense_cached and tuned.rounds[0] == {**rewound.rounds[0], "cached": True}
     assert len(spy) == 3 + 2  # one dense training for both
     (dense_file,) = (tmp_path / "imp").glob("*-dense.pt")
     trained = torch.load(dense_file)["model"]
