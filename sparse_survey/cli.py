@@ -227,8 +227,10 @@ def pruned_model(args: argparse.Namespace, b: Preset, device: torch.device, trai
 
 def add_train(commands) -> None:
     p = command(commands, "train", run_train, "train a dense model and report its accuracy",
-                "Train a dense model of a preset's budget; print test accuracy and images/s per "
-                "epoch.", add_budget_options, add_recipe_options)
+                "Train a dense model of a preset's budget; print each epoch's loss and images/s, "
+                "and the test accuracy as often as the preset evaluates it (and after the last "
+                "epoch): the preset's dense training, as its runs do it.", add_budget_options,
+                add_recipe_options)
     p.add_argument("--compile", action="store_true", help="compile the model (torch.compile)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -242,10 +244,12 @@ def run_train(args: argparse.Namespace) -> int:
           f"{len(test)} test images, device {device}, {precision}; {b.recipe}")
     start = time.perf_counter()
     history = fit(model, train, b.recipe, test, device=device, seed=args.seed,
-                  compile=args.compile, progress=not args.no_progress, precision=precision)
+                  compile=args.compile, progress=not args.no_progress, precision=precision,
+                  eval_every=b.eval_every)
     for e in history.epochs:
+        tested = f"{e['test_acc']:.4f}" if "test_acc" in e else "  -   "
         print(f"epoch {e['epoch']:3d}  loss {e['train_loss']:.4f}  train acc {e['train_acc']:.4f}"
-              f"  test acc {e['test_acc']:.4f}  {e['images_per_s']:8.0f} images/s")
+              f"  test acc {tested}  {e['images_per_s']:8.0f} images/s")
     if history.diverged:
         print(f"diverged: {history.error}", file=sys.stderr)
         return 1

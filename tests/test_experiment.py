@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_survey import experiment, report, sweeps
+from sparse_survey import experiment, report, sweeps, train
 from sparse_survey.experiment import RunConfig, config_dict
 from sparse_survey.store import Store
 from sparse_survey.train import Recipe
@@ -399,3 +399,15 @@ def test_config_dicts_of_schema_1_are_upgraded():
     assert experiment.config_from_dict({**one_shot, "iters": 1, "rounds": 7}).iterations == 7
     with pytest.raises(ValueError, match="unknown config fields"):
         experiment.config_from_dict({**one_shot, "temperature": 5})
+
+
+def test_the_cpu_full_preset_is_the_laptop_network_on_all_of_cifar10_on_the_fast_path():
+    """The full-data CPU preset: the laptop's model, every image of both splits, the test set
+    evaluated once (after the last epoch), and bf16 wherever the CPU does bf16 arithmetic."""
+    full, laptop = experiment.PRESETS["cpu-full"], experiment.PRESETS["laptop"]
+    assert (full.model, full.width, full.dataset) == (laptop.model, laptop.width, laptop.dataset)
+    assert full.limit_per_class is None and full.eval_every == full.recipe.epochs
+    assert full.recipe.label_smoothing == 0.1 and laptop.recipe.label_smoothing == 0
+    config = RunConfig.from_preset("cpu-full", "dense", 0, device="cpu")
+    assert config.precision == ("bf16" if train.bf16_supported("cpu") else "fp32")
+    assert config.label == "Dense"  # its own precision is no departure
