@@ -25,7 +25,7 @@
 # runs, like the rest of the book.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions of the whole-grid comparisons
 seeds: int = 3  # seeds of the BatchNorm comparison at its seeded compressions (the spread)
 seeded_compressions: list = [0.05, 1, 2]  # where the BatchNorm comparison runs every seed

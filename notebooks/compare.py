@@ -26,7 +26,7 @@
 # bench sparse`).
 
 # %% tags=["parameters"]
-preset: str = "auto"  # whose records: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # whose records: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 results: str = "results"  # folder of the results store
 figure_compression: float = 1.0  # compression of the per-layer density picture
 

@@ -30,7 +30,7 @@
 # the laptop-scale runs found it keeps mostly positive weights in the middle layers.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 bn_mode: str = "eval"  # BatchNorm while scoring: "eval" (the survey's code) or "train" (GraSP's own)
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)

@@ -27,7 +27,7 @@
 # across every IMP configuration of a sweep through the cache).
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 iters: int = 2  # IMP prune rounds, the survey's "IMP (k Iters)" (a run's `iterations`)
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # final compressions c (density 10^-c)
 rewind: str = "init"  # rewind the survivors to "init" (the survey's) or to a training step, e.g. 40

@@ -28,7 +28,7 @@
 # $r$ keeps $10^{-c r / k}$ of them.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density 10^-c)
 iters: int = 2  # IMP prune rounds per ticket (a run's `iterations`)
 seeds: int = 1  # seeds of weights and data order (mean over seeds when more than one)

@@ -29,7 +29,7 @@
 # weights. Iterated with training and rewinding it becomes IMP (see the IMP notebook).
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
 scope: str = "global"  # one threshold over all layers (global, the survey's) or one per layer (local)

@@ -30,7 +30,7 @@
 # compression can lose all its weights by chance.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 seeds: int = 1  # seeds of the random scores and the training (mean and spread when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)

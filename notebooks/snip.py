@@ -25,7 +25,7 @@
 # $$ S(w) = \left| \frac{\partial L}{\partial m} \right|_{m=1} = \left| w \, \frac{\partial L}{\partial w} \right| . $$
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 prune_batches: int = 1  # training batches of 256 images that the scores are summed over
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)

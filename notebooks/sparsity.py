@@ -29,7 +29,7 @@
 #    at batch 1 (latency) and a larger batch (throughput).
 
 # %% tags=["parameters"]
-preset: str = "auto"  # whose stored runs: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # whose stored runs: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 results: str = "results"  # folder of the results store (the benchmark is stored there too)
 model_name: str = "vgg16"  # model of the kernel benchmark
 width: float = 1.0  # its channel multiplier (1: the survey's VGG16)

@@ -31,7 +31,7 @@
 # which is what keeps layers from collapsing.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, survey or paper
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 iterations: int = 100  # scoring rounds, rescoring the thinned network between them (SynFlow's 100)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
