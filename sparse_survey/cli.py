@@ -403,8 +403,13 @@ def add_sweep(commands) -> None:
                    help="training budget (auto: survey on a GPU, laptop on a CPU)")
     p.add_argument("--grid", default="survey",
                    help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
-                        "compressions) or a YAML/JSON file with methods, compressions, "
-                        "imp_iterations, seeds (default: %(default)s)")
+                        "compressions), or a YAML/JSON file or inline mapping ('{methods: [snip],"
+                        " compressions: [1], imp_iterations: []}') with the lists methods (dense "
+                        "too), compressions, imp_iterations, seeds (missing: the survey's) and "
+                        "any of "
+                        "the run fields scope, scoring_rounds, prune_batches, prune_batch_size, "
+                        "bn_mode (one-shot runs), rewind, control (IMP runs), precision "
+                        "(default: %(default)s)")
     p.add_argument("--seeds", type=count_arg, default=None,
                    help="run seeds 0 .. N-1 (default: the grid's seeds)")
     p.add_argument("--backend", default="local", choices=("local", "ray"),

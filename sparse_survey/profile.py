@@ -16,9 +16,9 @@
   :func:`sparse_survey.train.evaluate`), batches normalised in advance so that only the model is
   timed, after warm-up, CUDA synchronised; the median of ``repeats`` passes with the min and max.
   Batch-1 latency is the median of single-image passes. Before timing, glibc's allocator is
-  pinned (:func:`pin_allocator`): otherwise whether a pass page-faults, and so whether the
-  same model takes 2 s or 3 s on this project's CPU, depends on what the process allocated
-  before.
+  pinned (:func:`~sparse_survey.allocator.pin_allocator`): otherwise whether a pass
+  page-faults, and so whether the same model takes 2 s or 3 s on this project's CPU, depends on
+  what the process allocated before.
 - **Whether a time can be trusted.** A wall time measures the method only if nothing else used
   the machine meanwhile. :func:`timed` therefore records beside each wall time the process's CPU
   time, the time its threads waited for a free CPU (Linux's scheduler statistics) and the
@@ -59,6 +59,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from . import masks
+from .allocator import pin_allocator
 from .data import ImageSet, Loader
 from .train import autocast, resolve_precision, uses_channels_last
 
@@ -222,28 +223,6 @@ def contended(clock: dict, name: str, cpus: int | None = None) -> bool | None:
     if wait is not None:
         return wait > 0.1 * wall
     return max(load) > (cpus or os.cpu_count() or 1) + 0.5
-
-
-def pin_allocator() -> bool:
-    """Make glibc's malloc keep and reuse the memory a process frees, for the rest of the process:
-    no large block is served by a fresh ``mmap`` (the threshold is set to its maximum, 32 MiB on
-    64-bit systems, which also stops glibc from moving it) and the heap is never trimmed. Then a
-    timed pass that repeats what its warm-up allocated touches no new page. Unpinned, glibc's
-    threshold moves with the sizes the process freed before, so whether each pass maps and
-    page-faults its activations (about 2 M minor faults, 3 s instead of 2 s for VGG16 at width
-    1/4 on this project's CPU) depends on the process's history. Returns whether it applied
-    (False off glibc)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt, Windows)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
-        mallopt(m_trim_threshold, 2**31 - 1))
 
 
 @torch.inference_mode()

@@ -33,13 +33,26 @@ from .store import Store, write_json
 SURVEY_GRID = {"methods": list(pruners.METHODS),
                "compressions": list(pruners.SURVEY_COMPRESSIONS), "imp_iterations": [2, 3, 4],
                "seeds": [0]}
+# A grid's run fields, one value each, and the RunConfig field each sets: on the one-shot runs,
+# on the IMP runs, or on every run of the grid.
+ONE_SHOT_FIELDS = {"scope": "scope", "scoring_rounds": "iterations",
+                   "prune_batches": "prune_batches", "prune_batch_size": "prune_batch_size",
+                   "bn_mode": "bn_mode"}
+IMP_FIELDS = {"rewind": "rewind", "control": "control"}
+EVERY_RUN_FIELDS = {"precision": "precision"}
+RUN_FIELDS = {**ONE_SHOT_FIELDS, **IMP_FIELDS, **EVERY_RUN_FIELDS}
 
 
 def load_grid(spec: str | os.PathLike | dict) -> dict:
-    """``"survey"`` (the survey's grid), a dict, or a YAML or JSON file with any of the keys
-    methods, compressions, imp_iterations (IMP round counts; empty for none) and seeds, each a
-    list. A missing, empty or malformed file, or a value of the wrong kind, is a clear
-    ValueError."""
+    """``"survey"`` (the survey's grid), a dict, a YAML or JSON file, or such a mapping written
+    inline (``'{methods: [snip], compressions: [1]}'``). Its keys: methods (``dense`` among them
+    adds the unpruned network, one run per seed), compressions, imp_iterations (IMP round counts;
+    empty for none) and seeds, each a list (missing: the survey's), and any run field of
+    :data:`RUN_FIELDS`, one value each, that every run of its kind takes: ``scope``,
+    ``scoring_rounds`` (a one-shot method's rounds), ``prune_batches``, ``prune_batch_size`` and
+    ``bn_mode`` for the one-shot methods, ``rewind`` and ``control`` for IMP, ``precision`` for
+    all; so any run a notebook stores is one grid. A missing, empty or
+    malformed file, or a value of the wrong kind, is a clear ValueError."""
     if isinstance(spec, dict):
         grid = spec
     elif spec == "survey":
@@ -47,24 +60,32 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
     else:
         import yaml
 
+        inline = isinstance(spec, str) and spec.lstrip().startswith("{")
         path = Path(spec)
-        if not path.is_file():
-            raise ValueError(f"grid {str(spec)!r} is neither 'survey' nor an existing file")
-        try:
-            grid = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if not inline and not path.is_file():
+            raise ValueError(f"grid {str(spec)!r} is neither 'survey', an existing file nor an "
+                             "inline mapping ({...})")
+        where = "inline grid" if inline else f"grid file {path}"
+        try:  # YAML is a superset of JSON
+            grid = yaml.safe_load(spec if inline else path.read_text())
         except yaml.YAMLError as error:
-            raise ValueError(f"grid file {path} is not valid YAML or JSON: "
+            raise ValueError(f"{where} is not valid YAML or JSON: "
                              f"{' '.join(str(error).split())}") from error
         if grid is None:
-            raise ValueError(f"grid file {path} is empty")
+            raise ValueError(f"{where} is empty")
     if not isinstance(grid, dict):
         raise ValueError(f"a grid maps {', '.join(SURVEY_GRID)} to lists; got {grid!r}")
-    unknown = set(grid) - set(SURVEY_GRID)
+    unknown = set(grid) - set(SURVEY_GRID) - set(RUN_FIELDS)
     if unknown:
-        raise ValueError(f"unknown grid keys {sorted(unknown)}; known: {sorted(SURVEY_GRID)}")
+        raise ValueError(f"unknown grid keys {sorted(unknown)}; known: "
+                         f"{sorted(SURVEY_GRID)} and the run fields {sorted(RUN_FIELDS)}")
+    lists = [key for key in RUN_FIELDS if isinstance(grid.get(key), (list, dict))]
+    if lists:
+        raise ValueError(f"grid run fields take one value each (one grid per variant); got "
+                         f"{', '.join(f'{k}: {grid[k]!r}' for k in lists)}")
     grid = {**SURVEY_GRID, **grid}
-    checks = {"methods": (lambda v: v in pruners.METHODS,
-                          f"method names ({', '.join(pruners.METHODS)})"),
+    checks = {"methods": (lambda v: v in (*pruners.METHODS, "dense"),
+                          f"method names ({', '.join(pruners.METHODS)}, or dense)"),
               "compressions": (lambda v: _number(v) and v >= 0, "numbers >= 0"),
               "imp_iterations": (lambda v: _whole(v) and v >= 1, "whole numbers >= 1"),
               "seeds": (lambda v: _whole(v) and v >= 0, "whole numbers >= 0")}
@@ -86,15 +107,26 @@ def _whole(value) -> bool:
 def grid_configs(grid: dict, preset: str, seeds: list[int] | None = None,
                  **overrides) -> list[RunConfig]:
     """Every run of a grid at a preset: one-shot methods x compressions, IMP with each round
-    count x compressions, for each seed; each run once (see :func:`unique`)."""
+    count x compressions, for each seed, each with the grid's run fields of its kind (see
+    :func:`load_grid`); each run once (see :func:`unique`)."""
+    def fields(kind: dict) -> dict:
+        return {field: grid[key] for key, field in {**kind, **EVERY_RUN_FIELDS}.items()
+                if key in grid}
+
+    one_shot, imp, dense = fields(ONE_SHOT_FIELDS), fields(IMP_FIELDS), fields({})
     configs = []
     for seed in seeds if seeds is not None else grid["seeds"]:
         for c in grid["compressions"]:
             for method in grid["methods"]:
-                configs.append(RunConfig.from_preset(preset, method, c, seed=seed, **overrides))
+                if method == "dense":  # unpruned: one run per seed, whatever the compressions
+                    configs.append(RunConfig.from_preset(preset, "dense", 0, seed=seed,
+                                                         **{**dense, **overrides}))
+                    continue
+                configs.append(RunConfig.from_preset(preset, method, c, seed=seed,
+                                                     **{**one_shot, **overrides}))
             for k in grid["imp_iterations"]:
                 configs.append(RunConfig.from_preset(preset, "imp", c, iterations=k, seed=seed,
-                                                     **overrides))
+                                                     **{**imp, **overrides}))
     return unique(configs)
 
 

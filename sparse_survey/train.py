@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from . import masks
+from .allocator import pin_allocator
 from .data import ImageSet, Loader
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
@@ -168,11 +169,15 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     ``compile=True`` trains through ``torch.compile`` (graphs specialised to the batch shape).
     ``precision`` is one of :data:`PRECISIONS` (see the module docstring); ``channels_last``
     (default: on CUDA and in bf16) sets the memory layout of the model and its batches.
-    The progress bar, named ``desc``, shows the epoch, the running loss and images/s.
+    The progress bar, named ``desc``, shows the epoch, the running loss and images/s. On a CPU
+    the process's allocator is pinned first (:func:`~sparse_survey.allocator.pin_allocator`):
+    the same training, without millions of page faults.
     Returns the per-epoch :class:`History`.
     """
     device = device_of(device)
     cuda = device.type == "cuda"
+    if device.type == "cpu":  # every step reuses the last one's memory: no page faults
+        pin_allocator()
     precision = resolve_precision(precision, device)
     if channels_last is None:
         channels_last = uses_channels_last(device, precision)

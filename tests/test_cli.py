@@ -156,3 +156,38 @@ def test_cli_bench_train_on_one_channel_digits_prints_and_stores_the_loops(tmp_p
         r["images_per_s"] / r["bare_step_images_per_s"]) for r in rows[1:])
     assert set(stored["peak_flops_measured"]) == {p for p, _ in setups}
     assert stored["macs_per_image"] == 64 * 75 + 75 * 25 + 25 * 10  # the width-1/4 MLP
+
+
+def test_the_reproduce_chapters_commands_store_the_records_the_notebooks_would(tmp_path):
+    """Each "rerun one cell" command of the book, at the smoke preset, stores exactly the run a
+    notebook stores (the same key), with the numbers a direct run of that config gives."""
+    import shlex
+    from pathlib import Path
+
+    from sparse_survey import experiment
+    from sparse_survey.experiment import RunConfig
+    from sparse_survey.store import Store
+
+    page = (Path(__file__).resolve().parents[1] / "book" / "reproduce.md").read_text()
+    section = page.split("## Rerun one cell")[1].split("```bash")[1].split("```")[0]
+    commands = [shlex.split(line) for line in section.splitlines()
+                if line.startswith("python -m sparse_survey sweep --preset laptop")]
+    expected = [RunConfig.from_preset("smoke", "dense", 0),
+                RunConfig.from_preset("smoke", "snip", 1),
+                RunConfig.from_preset("smoke", "imp", 2, iterations=4),
+                RunConfig.from_preset("smoke", "grasp", 1, bn_mode="train"),
+                RunConfig.from_preset("smoke", "imp", 1, iterations=2, control="reinit")]
+    assert len(commands) == len(expected)
+    store = Store(tmp_path / "results")
+    for command, config in zip(commands, expected):
+        args = [("smoke" if a == "laptop" else a) for a in command[3:]]
+        out = run(*args, "--results", str(store.root), "--cache-dir", str(tmp_path / "cache"),
+                  "--no-progress")
+        assert out.returncode == 0, out.stderr
+        assert "1 runs in the grid" in out.stdout, out.stdout
+        stored = store.get(config)
+        assert stored is not None and stored["status"] == "finished", command
+        again = experiment.run(config, cache_dir=tmp_path / "cache")
+        assert again["metrics"]["test_acc"] == stored["metrics"]["test_acc"]
+        assert again["layer_densities"] == stored["layer_densities"]
+    assert len(store.records("smoke")) == len(expected)

@@ -184,6 +184,31 @@ def test_grid_from_a_yaml_file(tmp_path):
     assert len(sweeps.grid_configs(sweeps.load_grid("survey"), "smoke")) == 6 * 8
 
 
+def test_a_grid_sets_each_run_field_on_the_runs_of_its_kind():
+    grid = sweeps.load_grid("{methods: [dense, snip, grasp], compressions: [1, 2], "
+                            "imp_iterations: [2], seeds: [0], bn_mode: train, "
+                            "prune_batches: 2, control: shuffle, precision: fp32}")
+    configs = sweeps.grid_configs(grid, "smoke")
+    assert [c.label for c in configs] == [
+        "Dense", "SNIP (2 x 256 scoring images, train-mode BN)",
+        "GraSP (2 x 256 scoring images, train-mode BN)", "IMP (2 Iters), layerwise shuffle",
+        "SNIP (2 x 256 scoring images, train-mode BN)",
+        "GraSP (2 x 256 scoring images, train-mode BN)", "IMP (2 Iters), layerwise shuffle"]
+    assert configs[0].compression == 0 and {c.precision for c in configs} == {"fp32"}
+    rounds = sweeps.grid_configs(sweeps.load_grid(
+        {"methods": ["synflow"], "compressions": [1], "imp_iterations": [],
+         "scoring_rounds": 1, "scope": "local"}), "smoke")
+    assert [c.label for c in rounds] == ["SynFlow (1 round, local scope)"]
+    with pytest.raises(ValueError, match="one value each"):
+        sweeps.load_grid({"bn_mode": ["eval", "train"]})
+    with pytest.raises(ValueError, match="applies to the methods that score on data"):
+        sweeps.grid_configs(sweeps.load_grid({"methods": ["rand"], "bn_mode": "train"}), "smoke")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        sweeps.load_grid("{methods: [snip]")
+    with pytest.raises(ValueError, match="unknown grid keys"):
+        sweeps.load_grid("{method: [snip]}")
+
+
 def fabricated(label, method, compression, seed, accuracy, time_s, status="finished",
                waited_s=0.0):
     iters = int(label[5]) if method == "imp" else 1
