@@ -291,7 +291,7 @@ def test_a_bad_device_is_one_line(device):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    (None, "neither 'survey' nor an existing file"),
+    (None, "neither 'survey', an existing file nor an inline mapping"),
     ("methods: [mag\ncompressions: 1", "not valid YAML or JSON"),
     ("", "is empty"),
     ("methods: mag", "'methods' must be a list"),
@@ -338,11 +338,13 @@ def test_a_damaged_imp_cache_file_is_named_and_rebuilt(digits, tmp_path, damaged
                            progress=False)
 
     first = imp()
-    pattern = "*-dense.pt" if damaged == "dense" else "*-k2.pt"
-    (path,) = (tmp_path / "imp").glob(pattern)
+    rounds = sorted((tmp_path / "imp").glob("*-r[0-9]*-c*.pt"))  # round 1's, then round 2's
+    assert [p.name.split("-")[1] for p in rounds] == ["r1", "r2"]
+    path = next((tmp_path / "imp").glob("*-dense.pt")) if damaged == "dense" else rounds[1]
     path.write_bytes(b"not a checkpoint")
-    if damaged == "dense":  # else the finished run's checkpoint is read, not the dense run
-        next((tmp_path / "imp").glob("*-k2.pt")).unlink()
+    if damaged == "dense":  # else the finished rounds are read, not the dense run
+        for checkpoint in rounds:
+            checkpoint.unlink()
     with pytest.warns(UserWarning, match=f"{path.name} is damaged"):
         again = imp()
     assert [r["test_acc"] for r in again.rounds] == [r["test_acc"] for r in first.rounds]
