@@ -51,8 +51,8 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
     :data:`RUN_FIELDS`, one value each, that every run of its kind takes: ``scope``,
     ``scoring_rounds`` (a one-shot method's rounds), ``prune_batches``, ``prune_batch_size`` and
     ``bn_mode`` for the one-shot methods, ``rewind`` and ``control`` for IMP, ``precision`` for
-    all; so any run a notebook stores is one grid. A missing, empty or
-    malformed file, or a value of the wrong kind, is a clear ValueError."""
+    all; so any run a notebook stores is one grid. A missing, empty or malformed file, or a
+    value of the wrong kind, is a clear ValueError."""
     if isinstance(spec, dict):
         grid = spec
     elif spec == "survey":
