@@ -34,13 +34,15 @@ TRAIN_MODE_BN = [RunConfig.from_preset("smoke", name, 1, bn_mode="train").label
 
 class Table(NamedTuple):
     """One of the report's tables: its title, the value it shows from a finished record, the
-    decimals it prints, the survey's table it mirrors (if any) and, for a timing, where the clock
-    of that timing is in a record (section and :func:`sparse_survey.profile.timed` name), so that
-    a cell timed while other work shared the machine can be marked."""
+    decimals it prints, its unit (as the survey's transcription writes units), the survey's table
+    it mirrors (if any) and, for a timing, where the clock of that timing is in a record (section
+    and :func:`sparse_survey.profile.timed` name), so that a cell timed while other work shared
+    the machine can be marked."""
 
     title: str
     value: Callable[[dict], float]
     decimals: int
+    unit: str
     survey: str | None = None
     clock: tuple[str, str] | None = None
 
@@ -54,27 +56,41 @@ def _metric(key: str, scale: float = 1.0, section: str = "metrics") -> Callable[
 
 
 TABLES: dict[str, Table] = {
-    "accuracy": Table("Top-1 test accuracy (%), final epoch", _metric("test_acc", 100), 2,
+    "accuracy": Table("Top-1 test accuracy (%), final epoch", _metric("test_acc", 100), 2, "%",
                       "table1"),
-    "inference_time": Table("Inference time on the test set (s)", _metric("time_s"), 3,
+    "inference_time": Table("Inference time on the test set (s)", _metric("time_s"), 3, "s",
                             "table2", clock=("metrics", "time_passes")),
-    "flops": Table("Remaining FLOPs fraction", _metric("flops_fraction"), 4, "table3"),
+    "flops": Table("Remaining FLOPs fraction", _metric("flops_fraction"), 4, "fraction",
+                   "table3"),
     "params": Table("Remaining parameter fraction (all parameters)",
-                    _metric("remaining_fraction"), 4),
+                    _metric("remaining_fraction"), 4, "fraction"),
     "cpu_memory": Table("Peak CPU memory during inference, resident set (MiB)",
-                        _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "table4"),
+                        _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "MiB", "table4"),
     "gpu_allocated": Table("Peak GPU memory allocated during inference (GB)",
-                           _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "table5"),
+                           _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "GB", "table5"),
     "gpu_reserved": Table("Peak GPU memory reserved during inference (GB)",
-                          _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "table6"),
+                          _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "GB", "table6"),
     "prune_time": Table("Time to score and prune at initialization (s)",
-                        _metric("prune_s", section="timings"), 2, clock=("timings", "prune")),
+                        _metric("prune_s", section="timings"), 2, "s",
+                        clock=("timings", "prune")),
 }
 CONTENDED, UNKNOWN = "†", "?"
-TIMING_NOTE = (f"{CONTENDED}: a run of this cell shared the machine with other work while it was "
-               "timed (its threads waited for a CPU for more than a tenth of the time), so the "
-               f"number overstates the method's cost. {UNKNOWN}: the record predates these "
-               "measurements.")
+MARK_NOTES = {
+    CONTENDED: (f"{CONTENDED}: a run of this cell shared the machine with other work while it "
+                "was timed (its threads waited for a CPU for more than a tenth of the time), so "
+                "the number overstates the method's cost."),
+    UNKNOWN: f"{UNKNOWN}: the record predates the measurement of waiting time.",
+}
+CELL_NOTE = ("A cell is the mean over the seeds stored for it: \"a ± s (n)\" is the mean a and "
+             "the sample standard deviation s over n seeds; a cell without them holds one seed.")
+
+
+def notes(table: pd.DataFrame) -> list[str]:
+    """The notes a formatted table needs: :data:`CELL_NOTE` when a cell holds several seeds,
+    and the note of each timing mark (:data:`MARK_NOTES`) that a cell carries."""
+    cells = [str(v) for v in table.to_numpy().ravel()]
+    found = [CELL_NOTE] if any("±" in c for c in cells) else []
+    return found + [note for mark, note in MARK_NOTES.items() if any(mark in c for c in cells)]
 
 
 def contended(record: dict, name: str) -> bool | None:
@@ -163,9 +179,9 @@ def summary(records: list[dict], name: str) -> tuple[pd.DataFrame, pd.DataFrame,
 
 
 def table(records: list[dict], name: str) -> pd.DataFrame:
-    """The formatted table: ``mean`` or ``mean ± std`` (std when two or more seeds finished);
-    for a timing, a cell is marked with :data:`CONTENDED` or :data:`UNKNOWN` (see
-    :data:`TIMING_NOTE`)."""
+    """The formatted table: ``mean`` or, when n >= 2 seeds finished, ``mean ± std (n)`` (see
+    :data:`CELL_NOTE`); for a timing, a cell is marked with :data:`CONTENDED` or :data:`UNKNOWN`
+    (see :data:`MARK_NOTES`)."""
     mean, std, count = summary(records, name)
     decimals = TABLES[name].decimals
     marks = {}
@@ -178,7 +194,7 @@ def table(records: list[dict], name: str) -> pd.DataFrame:
         m, s, n = mean.at[c, k], std.at[c, k], count.at[c, k]
         if not n or (isinstance(m, float) and math.isnan(m)):
             return "n/a"
-        return (f"{m:.{decimals}f}" + (f" ± {s:.{decimals}f}" if n > 1 else "")
+        return (f"{m:.{decimals}f}" + (f" ± {s:.{decimals}f} ({int(n)})" if n > 1 else "")
                 + marks.get((c, k), ""))
 
     return pd.DataFrame([[cell(c, k) for k in mean] for c in mean.index], index=mean.index,
@@ -211,8 +227,22 @@ def survey_numbers(name: str) -> pd.DataFrame | None:
     return df
 
 
+def survey_unit(name: str) -> str | None:
+    """The unit of the survey's table matching ours, as transcribed (None if it has none)."""
+    survey_table = TABLES[name].survey
+    return None if survey_table is None else survey_source()["tables"][survey_table]["unit"]
+
+
+def units_agree(name: str) -> bool:
+    """Whether our table ``name`` and the survey's are in the same unit, so that their
+    difference means something (the survey's CPU-memory table states none)."""
+    unit = survey_unit(name)
+    return unit is not None and unit.split()[0] == TABLES[name].unit
+
+
 def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
-    """Ours beside the survey's, per method: ``ours``, ``survey`` and ``ours - survey``."""
+    """Ours (the mean over seeds) beside the survey's, per method: ``ours``, ``survey`` and,
+    where the units agree (:func:`units_agree`), ``diff`` = ours - survey."""
     survey = survey_numbers(name)
     if survey is None:
         return None
@@ -222,8 +252,39 @@ def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
         ours = mean[method].reindex(survey.index)
         columns[(method, "ours")] = ours
         columns[(method, "survey")] = survey[method]
-        columns[(method, "diff")] = ours - survey[method]
+        if units_agree(name):
+            columns[(method, "diff")] = ours - survey[method]
     return pd.DataFrame(columns)
+
+
+def beside_survey(records: list[dict], name: str) -> pd.DataFrame | None:
+    """Ours and the survey's table ``name`` in one table narrow enough for a page: a row per
+    method with our formatted cells (:func:`table`), under it, for a method the survey has, a
+    row of the survey's numbers and, where the units agree, a row of ours - survey (of the
+    means); a column per compression the survey has. None where the survey has no such
+    table."""
+    compared = comparison(records, name)
+    if compared is None:
+        return None
+    ours, decimals = table(records, name), TABLES[name].decimals
+
+    def numbers(values: pd.Series, sign: str = "") -> list[str]:
+        return ["n/a" if math.isnan(v) else f"{v:{sign}.{decimals}f}".replace("-", "−")
+                for v in values]
+
+    labels, rows = [], []
+    for method in ours.columns:  # the survey's methods and our variants of them, in order
+        labels.append(method)
+        rows.append([ours.at[c, method] if c in ours.index else "n/a" for c in compared.index])
+        if (method, "survey") not in compared:
+            continue
+        labels.append("↳ survey")
+        rows.append(numbers(compared[(method, "survey")]))
+        if (method, "diff") in compared:
+            labels.append("↳ ours − survey")
+            rows.append(numbers(compared[(method, "diff")], "+"))
+    return pd.DataFrame(rows, index=pd.Index(labels, name="method"),
+                        columns=[f"c = {c:g}" for c in compared.index])
 
 
 def ordering_agreement(records: list[dict], name: str = "accuracy") -> pd.DataFrame | None:
@@ -351,7 +412,7 @@ def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
     header = [df.index.name or ""] + [" ".join(c) if isinstance(c, tuple) else str(c)
                                       for c in df.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in df.iterrows():
+    for index, *row in df.itertuples(name=None):  # keeps each column's type: counts stay ints
         lines.append("| " + " | ".join([f"{index:g}" if isinstance(index, float) else str(index)]
                                        + [text(v) for v in row]) + " |")
     return "\n".join(lines)
@@ -528,11 +589,11 @@ def cost_figure(records: list[dict], path: Path | None = None):
                         [TABLES[name].value(r) for r in picked], "o", color=f"C{i}",
                         mfc="none" if shared else f"C{i}",
                         label=None if shared or not picked else method)
-    for ax, name in zip(axes, ("inference_time", "cpu_memory")):
+    for ax, label in zip(axes, ("inference time, test set (s)", "peak resident memory (MiB)")):
         ax.set_xscale("log")
         ax.invert_xaxis()
         ax.set_xlabel("density")
-        ax.set_ylabel(TABLES[name].title)
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_title("inference over the test set (hollow: machine shared)", fontsize=9)
     axes[1].set_title("peak resident memory of inference", fontsize=9)
@@ -556,24 +617,64 @@ def _save(fig, path: Path | None):
 
 # --------------------------------------------------------------------------------- the report
 
+def scale(records: list[dict]) -> str:
+    """What the records' runs trained, in one line for the top of a table: model and width,
+    data, epochs and batch, the device, and how many seeds a cell holds."""
+    finished = [r for r in records if r["status"] == "finished"]
+    if not finished:
+        return "no finished run"
+
+    def said(values) -> str:
+        return ", ".join(sorted({str(v) for v in values}))
+
+    configs = [r["config"] for r in finished]
+    limits = {c["limit_per_class"] for c in configs}
+    images = ("all training images" if limits == {None}
+              else f"{said(limits)} training images per class")
+    recipes = said(f"{c['recipe']['epochs']} epochs at batch {c['recipe']['batch_size']}"
+                   for c in configs)
+    seeds = summary(finished, "accuracy")[2].stack()
+    seeds = seeds[seeds > 0]
+    fewest, most = int(seeds.min()), int(seeds.max())
+    return (f"{said(c['model'].upper() for c in configs)} at width "
+            f"{said(format(c['width'], 'g') for c in configs)}, "
+            f"{said(r['data'] for r in finished)}, {images}, {recipes}, on "
+            f"{said(r['environment'].get('device_name', '?') for r in finished)}; seeds per "
+            f"cell: {fewest}" + (f" to {most}" if most > fewest else ""))
+
+
 def tables_markdown(records: list[dict], heading: str = "###") -> str:
-    """Every table as markdown under a ``heading`` of its title, a timing table with
-    :data:`TIMING_NOTE`, and each beside the survey's table where it has one (its unit and
-    uncertain cells said)."""
+    """Every table as markdown under a ``heading`` of its title and the scale of our runs
+    (:func:`scale`): a row per method and a column per compression (narrow enough for a page),
+    ours beside the survey's where it has the table
+    (:func:`beside_survey`, its unit and uncertain cells said), then the notes its cells need
+    (:func:`notes`). A table no run measured (GPU memory on a CPU) shows the survey's alone."""
     survey = survey_source()
     parts = []
     for name, t in TABLES.items():
-        parts += [f"{heading} {t.title}", markdown(table(records, name))]
-        if t.clock:
-            parts.append(TIMING_NOTE)
-        compared = comparison(records, name)
-        if compared is not None:
-            printed = survey["tables"][t.survey]
-            doubtful = (f"; uncertain cells: {', '.join(printed['uncertain'])}"
+        ours = table(records, name)
+        parts += [f"{heading} {t.title}", f"*Ours: {scale(records)}.*"]
+        printed = survey["tables"][t.survey] if t.survey else None
+        if printed is None:
+            measured = ours.T[~(ours.T == "n/a").all(axis=1)]  # e.g. IMP has no prune time
+            parts.append(markdown(measured.rename_axis("method")
+                                  .rename(columns=lambda c: f"c = {c:g}")))
+        else:
+            doubtful = (f"; its uncertain cells: {', '.join(printed['uncertain'])}"
                         if printed["uncertain"] else "")
-            parts += [f"Beside the survey's {t.survey} (the survey's numbers as transcribed "
-                      f"from its poster, unit: {printed['unit']}{doubtful}; "
-                      "diff = ours - survey):", markdown(compared, t.decimals)]
+            source = (f"the survey's {t.survey} as transcribed from its poster (unit: "
+                      f"{printed['unit']}{doubtful})")
+            if (ours == "n/a").all().all():
+                survey_table = survey_numbers(name).T.rename_axis("method")
+                parts += [f"No run here measured this (it needs a CUDA device); {source}:",
+                          markdown(survey_table.rename(columns=lambda c: f"c = {c:g}"),
+                                   t.decimals)]
+                continue
+            difference = ("and ours − survey (of the means)" if units_agree(name) else
+                          "and no difference, since the survey states no unit")
+            parts += [f"Each method's row is ours; under it {source} {difference}.",
+                      markdown(beside_survey(records, name))]
+        parts += notes(ours)
     return "\n\n".join(parts)
 
 

@@ -5,6 +5,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -44,6 +45,9 @@ def test_a_smoke_sweep_produces_records_and_tables(swept):
     accuracy = report.table(Store(root).records("smoke"), "accuracy")
     assert list(accuracy.columns) == ["Mag", "SNIP"] and list(accuracy.index) == [0.5, 1.0]
     assert all(float(v) > 10 for v in accuracy.to_numpy().flatten())
+    scale = report.scale(records)
+    assert scale.startswith("MLP at width 1, ") and "30 training images per class" in scale
+    assert "10 epochs at batch 32" in scale and scale.endswith("seeds per cell: 1")
 
 
 def test_running_the_sweep_again_does_no_work(swept, monkeypatch):
@@ -237,14 +241,37 @@ def test_report_tables_match_hand_computed_means():
     assert mean.at[2, "Mag"] == pytest.approx(50.0) and count.at[2, "Mag"] == 1  # diverged: out
     formatted = report.table(records, "accuracy")
     assert list(formatted.columns) == ["Mag", "IMP (2 Iters)"]
-    assert formatted.at[1, "Mag"] == "85.00 ± 7.07" and formatted.at[2, "Mag"] == "50.00"
+    assert formatted.at[1, "Mag"] == "85.00 ± 7.07 (2)" and formatted.at[2, "Mag"] == "50.00"
     assert formatted.at[2, "IMP (2 Iters)"] == "n/a"
-    assert report.table(records, "inference_time").at[1, "Mag"] == "2.000 ± 1.414"
-    assert report.table(records, "cpu_memory").at[1, "Mag"] == "1.0 ± 0.0"
+    assert report.table(records, "inference_time").at[1, "Mag"] == "2.000 ± 1.414 (2)"
+    assert report.table(records, "cpu_memory").at[1, "Mag"] == "1.0 ± 0.0 (2)"
     compared = report.comparison(records, "accuracy")
     assert compared.at[1.0, ("Mag", "survey")] == 88.88  # the survey's table 1
     assert compared.at[1.0, ("Mag", "diff")] == pytest.approx(85.0 - 88.88)
     assert report.comparison(records, "params") is None  # the survey has no such table
+    assert ("Mag", "diff") not in report.comparison(records, "cpu_memory")  # no stated unit
+    beside = report.beside_survey(records, "accuracy")
+    assert list(beside.index[:3]) == ["Mag", "↳ survey", "↳ ours − survey"]
+    assert beside.loc["Mag", "c = 1"] == "85.00 ± 7.07 (2)"
+    assert beside.iloc[1]["c = 1"] == "88.88" and beside.iloc[2]["c = 1"] == "−3.88"
+    assert beside.iloc[0]["c = 0.05"] == "n/a"  # a compression the survey has and we lack
+    assert list(report.beside_survey(records, "cpu_memory").index[:3]) == [
+        "Mag", "↳ survey", "IMP (2 Iters)"]  # no difference row without a common unit
+
+
+def test_tables_say_what_their_symbols_mean_only_where_they_appear():
+    one = [fabricated("Mag", "mag", 1, 0, 0.80, 1.0)]
+    two = one + [fabricated("Mag", "mag", 1, 1, 0.90, 3.0, waited_s=2.0)]
+    assert report.notes(report.table(one, "accuracy")) == []
+    assert report.notes(report.table(two, "accuracy")) == [report.CELL_NOTE]
+    assert report.notes(report.table(two, "inference_time")) == [
+        report.CELL_NOTE, report.MARK_NOTES[report.CONTENDED]]
+    text = report.tables_markdown(two)
+    assert text.count(report.MARK_NOTES[report.CONTENDED]) == 1  # under the timing table only
+    assert text.count(report.MARK_NOTES[report.UNKNOWN]) == 1  # the prune times: unknown
+    assert "No run here measured this" in text  # GPU memory on a CPU: the survey's alone
+    counts = pd.DataFrame({"cells": [48], "gap": [1.5]}, index=["table 1"])
+    assert report.markdown(counts, 3).splitlines()[-1] == "| table 1 | 48 | 1.500 |"
 
 
 def test_time_tables_mark_contended_and_unknown_timings():
@@ -253,12 +280,12 @@ def test_time_tables_mark_contended_and_unknown_timings():
                fabricated("SNIP", "snip", 1, 0, 0.8, 1.0)]
     del records[2]["metrics"]["time_passes_wait_s"], records[2]["metrics"]["time_passes_load"]
     timing = report.table(records, "inference_time")
-    assert timing.at[1, "Mag"] == "2.000 ± 1.414" + report.CONTENDED
+    assert timing.at[1, "Mag"] == "2.000 ± 1.414 (2)" + report.CONTENDED
     assert timing.at[1, "SNIP"] == "1.000" + report.UNKNOWN
-    assert report.table(records, "accuracy").at[1, "Mag"] == "80.00 ± 0.00"  # no marks
+    assert report.table(records, "accuracy").at[1, "Mag"] == "80.00 ± 0.00 (2)"  # no marks
     assert [r["config"]["seed"] for r in report.uncontended(records, "inference_time")
             if r["label"] == "Mag"] == [0]
-    assert report.table(records, "prune_time").at[1, "Mag"] == "0.20 ± 0.14" + report.UNKNOWN
+    assert report.table(records, "prune_time").at[1, "Mag"] == "0.20 ± 0.14 (2)" + report.UNKNOWN
 
 
 def test_records_of_an_earlier_preset_definition_are_left_out(swept, tmp_path):
