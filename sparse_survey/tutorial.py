@@ -28,7 +28,7 @@ from .experiment import (
     scoring_batches,
 )
 from .profile import device_name, remaining_flops_fraction
-from .report import accuracy_figure, first_line, markdown, summary, survey_runs, table
+from .report import accuracy_figure, first_line, markdown, notes, summary, survey_runs, table
 from .store import Store, write_json
 from .sweeps import sweep
 from .train import device_of
@@ -229,11 +229,27 @@ def prune_once(run: Parameters, model: torch.nn.Module, batches: list) -> pd.Dat
     return pd.DataFrame({"density": masks.layer_densities(model)}).rename_axis("layer")
 
 
-def show(table: pd.DataFrame, decimals: int = 2) -> None:
-    """Display a table in the notebook as markdown (what the book renders)."""
+def positive_shares(model: torch.nn.Module) -> pd.Series:
+    """The share of each prunable layer's kept weights that are positive, and last, as
+    ``"hidden layers"``, the share over the kept weights of every layer but the first and the
+    classifier pooled (each kept weight counts once): the one definition the book quotes."""
+    kept, weights = masks.get(model), masks.prunable(model)
+    positive = {n: int((w.detach()[kept[n]] > 0).sum()) for n, w in weights.items()}
+    total = {n: int(kept[n].sum()) for n in weights}
+    hidden = list(weights)[1:-1]
+    shares = {n: positive[n] / total[n] if total[n] else math.nan for n in weights}
+    shares["hidden layers"] = sum(positive[n] for n in hidden) / sum(total[n] for n in hidden)
+    return pd.Series(shares, name="share of kept weights that are positive").rename_axis("layer")
+
+
+def show(table: pd.DataFrame, decimals: int = 2, title: str | None = None) -> None:
+    """Display a table in the notebook as markdown (what the book renders), under a bold
+    ``title`` when given, and followed by the notes its cells need (:func:`notes`: what "±" and
+    "(n)" mean, timing marks)."""
     from IPython.display import Markdown, display
 
-    display(Markdown(markdown(table, decimals)))
+    parts = ([f"**{title}**"] if title else []) + [markdown(table, decimals)] + notes(table)
+    display(Markdown("\n\n".join(parts)))
 
 
 def glue_numbers(prefix: str, **values) -> None:
@@ -248,13 +264,28 @@ def glue_numbers(prefix: str, **values) -> None:
 
 def trained(run: Parameters, progress: bool = True, cache_dir=None, **more) -> list[dict]:
     """The records of the run's method at each compression and seed (see :func:`runs`); shows
-    their accuracy table and figure and glues the accuracy at the highest compression (see
+    the accuracy table and figure of every seed stored for those cells (:func:`every_seed`, the
+    one definition each page quotes) and glues the accuracy at the highest compression (see
     :func:`glue_accuracy`)."""
     records = runs(run.configs(**more), run.results, progress=progress, cache_dir=cache_dir)
-    show(table(records, "accuracy"))
-    show_figure(accuracy_figure(records))
-    glue_accuracy(run.method, records)
+    cells = every_seed(records, run.results)
+    show(table(cells, "accuracy"))
+    show_figure(accuracy_figure(cells))
+    glue_accuracy(run.method, cells)
     return records
+
+
+def every_seed(records: list[dict], results: str | os.PathLike = "results") -> list[dict]:
+    """The stored records of every seed of the cells of ``records`` (the same config but for the
+    seed), so that a cell's number is the mean over all its stored seeds on every page, whichever
+    seeds one notebook ran."""
+    def cell(config: dict) -> str:
+        return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+
+    wanted = {cell(r["config"]) for r in records}
+    store = Store(results_dir(results))
+    return [r for preset in sorted({r["config"]["preset"] for r in records})
+            for r in store.records(preset) if cell(r["config"]) in wanted]
 
 
 def show_figure(figure, name: str | None = None) -> None:
@@ -286,13 +317,15 @@ def runs(configs: list[RunConfig], results: str | os.PathLike = "results",
 
 
 def glue_accuracy(prefix: str, records: list[dict]) -> tuple[float, float]:
-    """The highest compression among the records and the mean accuracy there (%), glued as
-    ``<prefix>_highest_compression`` and ``<prefix>_accuracy`` and printed."""
-    mean = summary(records, "accuracy")[0]
+    """The highest compression among the records and the mean accuracy there (%) over its
+    seeds, glued as ``<prefix>_highest_compression``, ``<prefix>_accuracy`` and
+    ``<prefix>_accuracy_seeds`` (how many seeds the mean is over) and printed."""
+    mean, _, count = summary(records, "accuracy")
     highest = float(max(mean.index))
-    accuracy = float(mean.loc[highest].iloc[0])
-    glue_numbers(prefix, highest_compression=highest, accuracy=accuracy)
-    print(f"accuracy at compression {highest:g}: {accuracy:.2f} %")
+    accuracy, seeds = float(mean.loc[highest].iloc[0]), int(count.loc[highest].iloc[0])
+    glue_numbers(prefix, highest_compression=highest, accuracy=accuracy, accuracy_seeds=seeds)
+    print(f"accuracy at compression {highest:g}: {accuracy:.2f} % "
+          f"({'mean of ' + str(seeds) + ' seeds' if seeds > 1 else 'one seed'})")
     return highest, accuracy
 
 

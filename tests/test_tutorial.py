@@ -61,3 +61,24 @@ def test_glued_accuracy_is_the_mean_over_seeds_at_the_highest_compression(capsys
 def test_relative_results_folders_are_the_repositorys():
     assert tutorial.results_dir("results") == ROOT / "results"
     assert tutorial.results_dir("/elsewhere/results") == Path("/elsewhere/results")
+
+
+def test_positive_shares_count_kept_weights_per_layer_and_pooled_over_the_hidden_layers():
+    from sparse_survey import masks
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False),
+                                torch.nn.Linear(2, 2, bias=False),
+                                torch.nn.Linear(2, 3, bias=False),
+                                torch.nn.Linear(3, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0], [1.0, 1.0]]))
+        model[1].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        model[2].weight.copy_(torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, -1.0]]))
+        model[3].weight.copy_(torch.tensor([[1.0, -1.0, -1.0]]))
+    masks.attach(model, {"1.weight": torch.tensor([[True, True], [True, False]]),  # 3 kept, +
+                         "2.weight": torch.tensor([[True, False], [True, True], [True, False]])})
+    shares = tutorial.positive_shares(model)
+    assert list(shares.index) == ["0.weight", "1.weight", "2.weight", "3.weight", "hidden layers"]
+    assert shares["0.weight"] == 3 / 4 and shares["3.weight"] == 1 / 3  # no masks: all kept
+    assert shares["1.weight"] == 1.0 and shares["2.weight"] == 1 / 4  # -1, +1, -1, -1 kept
+    assert shares["hidden layers"] == 4 / 7  # pooled: (3 + 1) of (3 + 4); the layers' mean: 5/8
