@@ -130,10 +130,8 @@ model, batches = tutorial.model_and_batches(run)
 shares = {}
 for mode in ("eval", "train"):
     copy = tutorial.preset_model(run.preset)[0]
-    kept = ss.pruners.prune(copy, "grasp", 1, batches, bn_mode=mode)
-    inner = list(ss.masks.prunable(copy).items())[1:-1]
-    shares[f"{mode} mode"] = sum(int((w.detach()[kept[n]] > 0).sum()) for n, w in inner) / \
-        sum(int(kept[n].sum()) for n, _ in inner)
+    ss.pruners.prune(copy, "grasp", 1, batches, bn_mode=mode)
+    shares[f"{mode} mode"] = tutorial.positive_shares(copy)["hidden layers"]
 tutorial.show(pd.DataFrame({"positive share of kept hidden weights": shares}), 3)
 tutorial.glue_numbers("ablations_grasp", positive_eval=shares["eval mode"],
                       positive_train=shares["train mode"])
@@ -150,7 +148,7 @@ one_round = ss.experiment.RunConfig.from_preset(run.preset, "synflow", 1, iterat
 rounds = report.effects(synflow, "SynFlow", one_round)
 tutorial.show(rounds, 2)
 emptied = report.collapsed_layers(synflow)
-tutorial.show(emptied, 1)
+tutorial.show(emptied, 1, title="Prunable layers left with no weight (mean over seeds)")
 tutorial.show_figure(report.accuracy_figure(synflow, with_survey=False),
                      "ablations_synflow_figure")
 tutorial.glue_numbers("ablations_synflow", high_effect=float(rounds["effect"].iloc[-1]),

@@ -37,7 +37,6 @@ seeds: int = 1  # seeds per compression (tables show mean and spread when more t
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
 
 # %%
-import pandas as pd
 import torch
 
 import sparse_survey as ss
@@ -59,7 +58,8 @@ with ss.pruners.scoring_mode(model, bn_mode):
 scores = {n: w.detach() * hg[n] for n, w in ss.masks.prunable(model).items()}
 packaged = ss.pruners.score(model, "grasp", batches, bn_mode=bn_mode)
 assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
-report.score_figure(scores, "GraSP scores per layer at initialization (magnitude)")
+tutorial.show_figure(report.score_figure(
+    scores, "GraSP scores per layer at initialization (magnitude)"))
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -77,17 +77,15 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4)
 # initialization draws half of every layer's weights positive; the share of *kept* weights that
 # are positive shows whether GraSP's selection tilts that balance. A layer of mostly positive
 # weights after a ReLU computes near-identical positive mixtures of its inputs in every channel,
-# which is a poor starting point for training.
+# which is a poor starting point for training. The last row pools the hidden layers (all but the
+# first and the classifier), each kept weight counted once: the share the book quotes.
 
 # %%
-kept = ss.masks.get(model)
-positive = {name: float((w.detach()[kept[name]] > 0).float().mean())
-            for name, w in ss.masks.prunable(model).items()}
-tutorial.show(pd.DataFrame({"share of kept weights that are positive": positive})
-              .rename_axis("layer"), 3)
-inner = list(positive.values())[1:-1]  # the first and the classifier layers are left out
-tutorial.glue_numbers("grasp", positive_share_max=max(inner),
-                      positive_share_mean=sum(inner) / len(inner))
+positive = tutorial.positive_shares(model)
+tutorial.show(positive.to_frame(), 3)
+layers = positive.drop("hidden layers").iloc[1:-1]  # the first and the classifier left out
+tutorial.glue_numbers("grasp", positive_share_max=float(layers.max()),
+                      positive_share_hidden=float(positive["hidden layers"]))
 
 # %% [markdown]
 # ## Trained across the survey's compressions

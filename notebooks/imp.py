@@ -65,4 +65,5 @@ tutorial.show(report.imp_rounds(records), 4)
 # The density of each layer of the final ticket, at the compression nearest 1.
 
 # %%
-report.layer_density_figure(records, report.nearest_compression(records, 1.0))
+tutorial.show_figure(report.layer_density_figure(
+    records, report.nearest_compression(records, 1.0)))

@@ -36,6 +36,8 @@ scope: str = "global"  # one threshold over all layers (global, the survey's) or
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
 
 # %%
+import warnings
+
 import pandas as pd
 import torch
 
@@ -56,7 +58,8 @@ model, batches = tutorial.model_and_batches(run)
 # %%
 scores = {name: w.detach().abs() for name, w in ss.masks.prunable(model).items()}
 assert all(torch.equal(s, scores[n]) for n, s in ss.pruners.score(model, "mag").items())
-report.score_figure(scores, "Magnitude scores per layer at initialization")
+tutorial.show_figure(report.score_figure(
+    scores, "Magnitude scores per layer at initialization"))
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -73,14 +76,17 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4)
 # Because the threshold is global and the late layers' weights are small, a high enough
 # compression takes *every* weight of some layer, and a network with an empty layer can only
 # guess. Where that starts: the layers magnitude pruning empties at each compression, on copies
-# of the same initialization.
+# of the same initialization. (`prune` warns whenever it empties a layer, naming the layers; here
+# the table counts them instead.)
 
 # %%
 emptied = {}
-for c in (1, 2, 2.5, 3):
-    copy = tutorial.preset_model(run.preset)[0]
-    kept = ss.pruners.prune(copy, "mag", c, scope=run.fields["scope"])
-    emptied[c] = sum(int(m.sum()) == 0 for m in kept.values())
+with warnings.catch_warnings():  # prune warns of each collapse; here the table counts them
+    warnings.filterwarnings("ignore", message=".*layer collapse")
+    for c in (1, 2, 2.5, 3):
+        copy = tutorial.preset_model(run.preset)[0]
+        kept = ss.pruners.prune(copy, "mag", c, scope=run.fields["scope"])
+        emptied[c] = sum(int(m.sum()) == 0 for m in kept.values())
 tutorial.show(pd.DataFrame({"emptied layers": emptied}).rename_axis("compression"), 0)
 
 # %% [markdown]

@@ -55,7 +55,8 @@ model, batches = tutorial.model_and_batches(run)
 generator = torch.Generator().manual_seed(7)
 scores = {n: torch.randn(w.shape, generator=generator) for n, w in ss.masks.prunable(model).items()}
 assert all(torch.equal(s.cpu(), scores[n]) for n, s in ss.pruners.score(model, "rand", seed=7).items())
-report.score_figure(scores, "Random scores per layer (i.i.d. standard normal)")
+tutorial.show_figure(report.score_figure(
+    scores, "Random scores per layer (i.i.d. standard normal)"))
 
 # %% [markdown]
 # ## One pruning, layer by layer

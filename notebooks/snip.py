@@ -55,7 +55,8 @@ with ss.pruners.scoring_mode(model, bn_mode):
 scores = {n: (w.detach() * gradient[n]).abs() for n, w in ss.masks.prunable(model).items()}
 packaged = ss.pruners.score(model, "snip", batches[:1], bn_mode=bn_mode)
 assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
-report.score_figure(scores, "SNIP scores per layer at initialization")
+tutorial.show_figure(report.score_figure(
+    scores, "SNIP scores per layer at initialization"))
 
 # %% [markdown]
 # ## Its failure mode: a mask that depends on the batch

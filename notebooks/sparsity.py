@@ -20,7 +20,7 @@
 # *masked dense* network: the pruned weights are zeros inside ordinary dense tensors, and the
 # ordinary dense kernels multiply them. Such a network costs the same time and memory at any
 # density. Sparsity pays only when the zeros are skipped: by sparse storage formats and sparse
-# kernels (here CSR, :mod:`sparse_survey.sparse`), or by structured pruning that removes whole
+# kernels (here CSR, the module `sparse_survey.sparse`), or by structured pruning that removes whole
 # channels. This notebook measures three things:
 #
 # 1. the stored runs' inference time and memory against compression (masked dense);
@@ -57,7 +57,7 @@ print(f"{len(records)} finished runs at preset {run.preset}")
 # left out of the spread below.
 
 # %%
-report.cost_figure(records)
+tutorial.show_figure(report.cost_figure(records))
 
 # %%
 trusted = report.frame(report.uncontended(records, "inference_time"))["inference_time"]
@@ -73,13 +73,14 @@ print(f"slowest over fastest inference time, {len(trusted)} uncontended runs: {s
 # values) remain; a bitmask costs one bit per weight plus the kept values.
 
 # %%
-storage = pd.DataFrame([{"density": r["metrics"]["density"],
+storage = pd.DataFrame([{"compression": r["config"]["compression"],
+                         "density": r["metrics"]["density"],
                          **{f"{kind} storage (MiB)": r["metrics"][f"storage_{kind}_bytes"] / 2**20
                             for kind in ("dense", "csr", "bitmask")}} for r in records])
-storage = storage.groupby("density").mean().sort_index(ascending=False)
-tutorial.show(storage, 2)
-sparsest = storage.index.min()
-tutorial.glue_numbers("sparsity", sparsest_density=float(sparsest),
+storage = storage.groupby("compression").mean().sort_index()
+tutorial.show(storage, 3)
+sparsest = storage["density"].idxmin()
+tutorial.glue_numbers("sparsity", sparsest_density=float(storage.loc[sparsest, "density"]),
                       csr_ratio=float(storage.loc[sparsest, "dense storage (MiB)"]
                                       / storage.loc[sparsest, "csr storage (MiB)"]))
 
@@ -110,4 +111,5 @@ for batch in batch_sizes:
     best = max(r["speedup"] for r in mine)
     tutorial.glue_numbers("sparsity", **{f"crossover_b{batch}": float(max(paying)) if paying else 0.0,
                                          f"best_speedup_b{batch}": float(best)})
-    print(f"batch {batch}: sparse faster at densities {paying or 'none'}; best speed-up {best:.2f}x")
+    faster = ", ".join(f"{d:.3g}" for d in paying) or "none"
+    print(f"batch {batch}: sparse faster at densities {faster}; best speed-up {best:.2f}x")

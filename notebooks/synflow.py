@@ -38,6 +38,8 @@ results: str = "results"  # folder of the results store (finished runs are reuse
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
 
 # %%
+import warnings
+
 import pandas as pd
 import torch
 
@@ -62,7 +64,8 @@ weights = ss.masks.prunable(positive)
 gradients = torch.autograd.grad(flow, list(weights.values()))
 scores = {n: (w.detach() * g).abs() for (n, w), g in zip(weights.items(), gradients)}
 assert all(torch.allclose(s, scores[n]) for n, s in ss.pruners.score(model, "synflow").items())
-report.score_figure(scores, "SynFlow scores per layer at initialization")
+tutorial.show_figure(report.score_figure(
+    scores, "SynFlow scores per layer at initialization"))
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -79,17 +82,21 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4)
 # Scored once, the flow favours the weights on the strongest paths and a global threshold can
 # empty a whole layer; rescored after every small step, a thinning layer's remaining weights carry
 # more of the flow and survive. The layers each way empties, on copies of the same
-# initialization (the smallest layer density besides).
+# initialization (the smallest layer density besides; `prune` warns whenever it empties a layer,
+# and here the table counts them instead).
 
 # %%
 collapse = []
-for c in (2, 3):
-    for rounds in (1, iterations):
-        copy = tutorial.preset_model(run.preset)[0]
-        kept = ss.pruners.prune(copy, "synflow", c, iterations=rounds)
-        density = min(float(m.float().mean()) for m in kept.values())
-        collapse.append({"compression": c, "rounds": rounds, "smallest layer density": density,
-                         "emptied layers": sum(int(m.sum()) == 0 for m in kept.values())})
+with warnings.catch_warnings():  # prune warns of each collapse; here the table counts them
+    warnings.filterwarnings("ignore", message=".*layer collapse")
+    for c in (2, 3):
+        for rounds in (1, iterations):
+            copy = tutorial.preset_model(run.preset)[0]
+            kept = ss.pruners.prune(copy, "synflow", c, iterations=rounds)
+            density = min(float(m.float().mean()) for m in kept.values())
+            collapse.append({"compression": c, "rounds": rounds,
+                             "smallest layer density": density,
+                             "emptied layers": sum(int(m.sum()) == 0 for m in kept.values())})
 tutorial.show(pd.DataFrame(collapse).set_index("compression"), 5)
 
 # %% [markdown]

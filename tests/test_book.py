@@ -8,11 +8,14 @@ tables and figures are there, and no request left the machine or failed. A scree
 results page is kept in ``test-output/`` (``SPARSE_SURVEY_TEST_OUTPUT`` to move it) for review.
 """
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -132,3 +135,73 @@ def test_the_results_pages_hold_the_tables_and_figures(site, browser):
     browser.set_window_size(1280, 1000)
     assert (OUTPUT / "results.png").stat().st_size > 50_000
     print(f"screenshot of the results page: {OUTPUT / 'results.png'}")
+
+
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|")  # tqdm: "sweep: 100%|██████████| 6/6"
+NOISE = (re.compile(r"\b\w*Warning\b:"), re.compile(r"/tmp/ipykernel_"), PROGRESS_BAR)
+RAW_TABLE = re.compile(r"\|\s*[-—–:]{3,}\s*\|")  # a markdown table's rule row, left as text
+PAGE_WIDTH = 800  # px: what a page's tables must fit in (a laptop or a printed page)
+
+
+def reading_noise(browser, page: Path) -> dict:
+    """What gets in a reader's way on a rendered page: the files its images show, the text of
+    its cell outputs (and whether any is a stderr stream), its prose and table text outside code
+    blocks, and the width of every table against the page's text column."""
+    browser.get(page.as_uri())
+    return browser.execute_script("""
+        const main = document.querySelector("main") || document.body;
+        const article = main.querySelector("article") || main;
+        const prose = main.cloneNode(true);
+        prose.querySelectorAll("pre, code, .cell_input").forEach(e => e.remove());
+        return {images: [...main.querySelectorAll("img")].map(i => i.src),
+                outputs: [...main.querySelectorAll(".cell_output")].map(o => o.innerText),
+                stderr: main.querySelectorAll(".cell_output .stderr").length,
+                prose: prose.innerText,
+                column: article.clientWidth,
+                tables: [...main.querySelectorAll("table")].map(t => ({
+                    width: Math.ceil(t.getBoundingClientRect().width),
+                    head: (t.querySelector("tr") || t).innerText.slice(0, 80)}))};
+    """)
+
+
+def test_pages_read_cleanly_without_noise_and_with_tables_that_fit(site, browser):
+    """Each figure once per page; no progress bar, warning or stderr output; no markdown table
+    left as raw text; every table within the page's text column and within 800 px."""
+    problems = []
+    for page in pages(site):
+        name, seen = page.relative_to(site), reading_noise(browser, page)
+        files = [Path(urllib.parse.urlparse(src).path) for src in seen["images"]
+                 if src.startswith("file:")]
+        digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()]
+        if len(digests) != len(set(digests)):
+            problems.append(f"{name}: a figure is shown twice")
+        if seen["stderr"]:
+            problems.append(f"{name}: {seen['stderr']} stderr outputs")
+        for text in seen["outputs"]:
+            for pattern in NOISE:
+                if pattern.search(text):
+                    problems.append(f"{name}: output noise {pattern.search(text).group(0)!r}")
+        raw = RAW_TABLE.search(seen["prose"])
+        if raw:
+            problems.append(f"{name}: markdown table syntax left as text: {raw.group(0)!r}")
+        limit = min(PAGE_WIDTH, seen["column"])
+        for t in seen["tables"]:
+            if t["width"] > limit:
+                problems.append(f"{name}: a table {t['width']} px wide (page: {limit} px): "
+                                f"{t['head']!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_stderr_in_the_executed_notebooks_is_progress_bars_only():
+    """The book hides stderr outputs (``nb_output_stderr: remove``: tqdm's bars); this keeps
+    that from hiding anything else, such as a warning: a notebook must catch its warnings and
+    say in prose what they mean."""
+    for path in sorted((ROOT / "book" / "executed").glob("*.ipynb")):
+        notebook = json.loads(path.read_text())
+        for cell in notebook["cells"]:
+            for output in cell.get("outputs", []):
+                if output.get("name") != "stderr":
+                    continue
+                for line in "".join(output["text"]).replace("\r", "\n").splitlines():
+                    assert not line.strip() or PROGRESS_BAR.search(line), (
+                        f"{path.name}: stderr that is not a progress bar: {line[:200]!r}")
