@@ -37,6 +37,9 @@ from .train import Recipe, dead_channels, device_of, fit, resolve_precision
 SCHEMA = 4  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision;
 # 4: the recipe's label_smoothing
 METHODS = (*pruners.METHODS, "imp", "dense")
+# The sanity checks a run can be turned into, by name: IMP takes the Lottery Ticket controls of
+# lottery.CONTROLS, a one-shot method these (see one_shot_control); they name the run's label.
+CONTROLS = {**lottery.CONTROLS, "invert": "inverted scores"}
 EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, not what it is
 
 
@@ -120,14 +123,16 @@ class RunConfig:
     rounds: IMP's prune-train rounds (the survey's "IMP (k Iters)"; default 1), or a one-shot
     method's scoring rounds (None: the method's default, 100 for SynFlow). ``bn_mode`` is
     BatchNorm's mode while SNIP or GraSP score; ``rewind`` IMP's rewind point (``"init"``, a
-    training step, or ``"none"``: fine-tune the trained survivors). ``control`` turns an IMP run
-    into one of the Lottery Ticket controls of its final ticket (``"reinit"`` or ``"shuffle"``,
-    see :mod:`sparse_survey.lottery`). ``eval_every``: test-set evaluations during training
-    (every that many epochs, and after the last). ``device`` says where to run and ``compile``
-    whether to train through ``torch.compile`` (None: on CUDA only, where it pays); neither is
-    part of the run's identity. ``precision`` (default: the preset's) is: ``"auto"`` is resolved
-    when the config is made, to ``"bf16"`` where its device does bf16 arithmetic and ``"fp32"``
-    elsewhere, so a bf16 run and an fp32 run never share a key."""
+    training step, or ``"none"``: fine-tune the trained survivors). ``control`` turns a run into
+    a sanity check of its mask (:data:`CONTROLS`): for IMP, a Lottery Ticket control of its final
+    ticket (``"reinit"`` or ``"shuffle"``, see :mod:`sparse_survey.lottery`); for a one-shot
+    method, those two or ``"invert"`` (see :func:`one_shot_control`). ``eval_every``: test-set
+    evaluations during training (every that many epochs, and after the last). ``device`` says
+    where to run and ``compile`` whether to train through ``torch.compile`` (None: on CUDA only,
+    where it pays); neither is part of the run's identity. ``precision`` (default: the
+    preset's) is: ``"auto"`` is resolved when the config is made, to ``"bf16"`` where its device
+    does bf16 arithmetic and ``"fp32"`` elsewhere, so a bf16 run and an fp32 run never share a
+    key."""
 
     method: str
     compression: float
@@ -187,10 +192,13 @@ class RunConfig:
                 or (isinstance(self.rewind, int) and self.rewind >= 0))):
             raise ValueError(f"rewind {self.rewind!r}: IMP rewinds to 'init', a training step "
                              ">= 0, or not at all ('none')")
-        if self.control is not None and (self.method != "imp"
-                                         or self.control not in lottery.CONTROLS):
-            raise ValueError(f"control {self.control!r} needs method 'imp' and one of "
-                             f"{', '.join(lottery.CONTROLS)}")
+        if self.control is not None:
+            allowed = (lottery.CONTROLS if self.method == "imp" else
+                       CONTROLS if self.method in pruners.METHODS else {})
+            if self.control not in allowed:
+                raise ValueError(f"control {self.control!r}: IMP takes one of "
+                                 f"{', '.join(lottery.CONTROLS)}, a one-shot method one of "
+                                 f"{', '.join(CONTROLS)}, the dense network none")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
         if self.method != "dense":  # a compression that would leave a layer empty, refused now
@@ -263,7 +271,7 @@ class RunConfig:
             label = "Dense" if self.method == "dense" else pruners.METHODS[self.method].label
             if self.variant:
                 label += f" ({', '.join(self.variant)})"
-        return f"{label}, {lottery.CONTROLS[self.control]}" if self.control else label
+        return f"{label}, {CONTROLS[self.control]}" if self.control else label
 
 
 def check_compression(compression: float, model: str, width: float, dataset: str,
@@ -398,6 +406,21 @@ def dataset(name: str, root: str | os.PathLike | None = None,
     return _LOADED[key]
 
 
+def one_shot_control(model: torch.nn.Module, control: str | None, initial: dict,
+                     seed: int) -> torch.nn.Module:
+    """Turn a one-shot pruned ``model`` into a sanity check of its mask (Frankle et al. 2021),
+    after pruning and before training: ``"shuffle"`` moves each layer's kept positions at random
+    (the same count per layer) over the ``initial`` weights, ``"reinit"`` draws fresh weights
+    under the same masks; either seeded with ``seed + 10_000``, apart from the run's own seed.
+    ``"invert"`` acted at selection (:func:`pruners.prune` keeps the lowest scores) and None is
+    no control: the model is left as it is."""
+    if control == "shuffle":
+        return lottery.shuffle_masks(model, initial, seed + 10_000)
+    if control == "reinit":
+        return lottery.reinitialize(model, seed + 10_000)
+    return model
+
+
 def fresh_model(name: str, width: float, shape: tuple[int, int, int], classes: int, seed: int,
                 device=None) -> torch.nn.Module:
     """A freshly initialised model for images of ``shape`` (channels, height, width) in
@@ -444,10 +467,12 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
             if config.method != "dense":
                 batches = scoring_batches(train, config.prune_batches, config.prune_batch_size,
                                           config.seed, device)
+                initial = {k: v.clone() for k, v in model.state_dict().items()}
                 pruners.prune(model, config.method, config.compression, batches,
                               scope=config.scope, iterations=config.iterations,
                               seed=config.seed, input_shape=train.shape,
-                              bn_mode=config.bn_mode)
+                              bn_mode=config.bn_mode, invert=config.control == "invert")
+                one_shot_control(model, config.control, initial, config.seed)
         with timed(timings, "train"):
             fitted = fit(model, train, config.recipe, test, seed=config.seed,
                          desc=f"{config.label} c={config.compression:g} seed {config.seed}",

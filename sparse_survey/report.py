@@ -149,7 +149,7 @@ def _ordered(labels) -> list[str]:
     its variants, then IMP by rounds (its variants and controls after it), then the rest."""
     def rank(label: str) -> tuple:
         base = next((i for i, name in enumerate(ONE_SHOT)
-                     if label == name or label.startswith(f"{name} (")), None)
+                     if label == name or label.startswith((f"{name} (", f"{name}, "))), None)
         if base is not None:
             return 0, base, label != ONE_SHOT[base], label
         imp = IMP_LABEL.match(label)

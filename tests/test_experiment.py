@@ -150,9 +150,11 @@ def test_config_keys_and_bad_input():
     with pytest.raises(ValueError, match="unknown grid keys"):
         sweeps.load_grid({"method": ["mag"]})
     with pytest.raises(ValueError, match="control"):
-        RunConfig.from_preset("smoke", "mag", 1, control="reinit")
+        RunConfig.from_preset("smoke", "mag", 1, control="retrain")
     with pytest.raises(ValueError, match="control"):
-        RunConfig.from_preset("smoke", "imp", 1, control="retrain")
+        RunConfig.from_preset("smoke", "imp", 1, control="invert")  # IMP: reinit or shuffle
+    with pytest.raises(ValueError, match="control"):
+        RunConfig.from_preset("smoke", "dense", 0, control="reinit")
     with pytest.raises(ValueError, match="eval_every"):
         RunConfig.from_preset("smoke", "mag", 1, eval_every=0)
 
@@ -184,6 +186,52 @@ def test_a_control_run_trains_the_same_control_as_lottery_controls(tmp_path):
     assert records["shuffle"]["metrics"]["test_acc"] == expected["layerwise shuffle"]
 
 
+def test_one_shot_controls_keep_the_counts_and_change_what_they_say(tmp_path):
+    """Shuffle keeps each layer's kept count over the initial weights at new positions; reinit
+    keeps the masks under fresh weights; both seeded apart from the run (the same seed, the same
+    control); invert keeps exactly as many weights, the lowest scores. Each is its own run."""
+    from sparse_survey import masks, models, pruners
+
+    def pruned(seed: int = 0):
+        torch.manual_seed(seed)
+        model = models.build("mlp", 10, 1, image_size=8)
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        pruners.prune(model, "mag", 1)
+        return model, initial
+
+    model, initial = pruned()
+    kept = masks.get(model)
+    shuffled = experiment.one_shot_control(pruned()[0], "shuffle", initial, seed=0)
+    moved = masks.get(shuffled)
+    for name, w in masks.prunable(shuffled).items():
+        assert int(moved[name].sum()) == int(kept[name].sum())  # each layer's count kept
+        assert not torch.equal(moved[name], kept[name])  # at new positions
+        assert torch.equal(w.detach()[moved[name]], initial[name][moved[name]])  # initial values
+        assert not w.detach()[~moved[name]].any()
+    again = masks.get(experiment.one_shot_control(pruned()[0], "shuffle", initial, seed=0))
+    assert all(torch.equal(again[n], moved[n]) for n in moved)  # seeded: reproducible
+    fresh = experiment.one_shot_control(pruned()[0], "reinit", initial, seed=0)
+    for name, w in masks.prunable(fresh).items():
+        assert torch.equal(masks.get(fresh)[name], kept[name])  # the same mask
+        assert not torch.equal(w.detach()[kept[name]], initial[name][kept[name]])  # new weights
+        assert not w.detach()[~kept[name]].any()
+    assert experiment.one_shot_control(model, None, initial, seed=0) is model
+
+    configs = [RunConfig.from_preset("smoke", "mag", 1, device="cpu", control=control)
+               for control in (None, "shuffle", "reinit", "invert")]
+    assert [c.label for c in configs] == ["Mag", "Mag, layerwise shuffle", "Mag, random reinit",
+                                          "Mag, inverted scores"]
+    assert len({c.key for c in configs}) == 4
+    from sparse_survey.tutorial import runs
+
+    records = runs(configs, tmp_path / "r", progress=False)
+    assert all(r["status"] == "finished" for r in records)
+    plain, shuffle, reinit, invert = (r["layer_densities"] for r in records)
+    assert shuffle == plain and reinit == plain  # per-layer counts kept
+    assert invert != plain and sum(invert.values()) != sum(plain.values())  # other layers kept
+    assert records[3]["metrics"]["prunable_kept"] == records[0]["metrics"]["prunable_kept"]
+
+
 def test_grid_from_a_yaml_file(tmp_path):
     spec = tmp_path / "grid.yaml"
     spec.write_text("methods: [rand]\ncompressions: [1, 2]\nimp_iterations: [2]\nseeds: [0, 1]\n")
@@ -197,11 +245,11 @@ def test_a_grid_sets_each_run_field_on_the_runs_of_its_kind():
                             "imp_iterations: [2], seeds: [0], bn_mode: train, "
                             "prune_batches: 2, control: shuffle, precision: fp32}")
     configs = sweeps.grid_configs(grid, "smoke")
-    assert [c.label for c in configs] == [
-        "Dense", "SNIP (2 x 256 scoring images, train-mode BN)",
-        "GraSP (2 x 256 scoring images, train-mode BN)", "IMP (2 Iters), layerwise shuffle",
-        "SNIP (2 x 256 scoring images, train-mode BN)",
-        "GraSP (2 x 256 scoring images, train-mode BN)", "IMP (2 Iters), layerwise shuffle"]
+    snip, grasp = ("SNIP (2 x 256 scoring images, train-mode BN), layerwise shuffle",
+                   "GraSP (2 x 256 scoring images, train-mode BN), layerwise shuffle")
+    assert [c.label for c in configs] == [  # the dense network takes no control
+        "Dense", snip, grasp, "IMP (2 Iters), layerwise shuffle",
+        snip, grasp, "IMP (2 Iters), layerwise shuffle"]
     assert configs[0].compression == 0 and {c.precision for c in configs} == {"fp32"}
     rounds = sweeps.grid_configs(sweeps.load_grid(
         {"methods": ["synflow"], "compressions": [1], "imp_iterations": [],
@@ -356,14 +404,16 @@ def test_effects_spread_and_verdict_match_hand_computed_values():
 
 def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
     labels = ["IMP (2 Iters)", "IMP (2 Iters), random reinit", "GraSP (train-mode BN)",
-              "SNIP (train-mode BN)", "SNIP (local scope)", "SynFlow (1 round)", "GraSP"]
+              "SNIP (train-mode BN)", "SNIP (local scope)", "SynFlow (1 round)", "GraSP",
+              "GraSP, inverted scores"]
     records = [fabricated(label, "imp" if "IMP" in label else "grasp", 1, 0, 0.8, 1.0)
                for label in labels]
     assert [r["label"] for r in report.survey_runs(records)] == [
         "IMP (2 Iters)", "GraSP (train-mode BN)", "SNIP (train-mode BN)", "GraSP"]
     assert list(report.summary(records, "accuracy")[0].columns) == [  # beside their method
         "SNIP (local scope)", "SNIP (train-mode BN)", "GraSP", "GraSP (train-mode BN)",
-        "SynFlow (1 round)", "IMP (2 Iters)", "IMP (2 Iters), random reinit"]
+        "GraSP, inverted scores", "SynFlow (1 round)", "IMP (2 Iters)",
+        "IMP (2 Iters), random reinit"]
 
 
 def test_a_compiled_sweep_compiles_the_architecture_once(tmp_path):
