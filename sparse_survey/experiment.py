@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, lottery, masks, models, pruners
+from . import __version__, dynamic, lottery, masks, models, pruners
 from . import data as datasets
 from .data import ImageSet, Loader
 from .profile import device_name, profile, timed
@@ -36,7 +36,7 @@ from .train import Recipe, dead_channels, device_of, fit, resolve_precision
 
 SCHEMA = 4  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision;
 # 4: the recipe's label_smoothing
-METHODS = (*pruners.METHODS, "imp", "dense")
+METHODS = (*pruners.METHODS, *dynamic.METHODS, "imp", "dense")
 # The sanity checks a run can be turned into, by name: IMP takes the Lottery Ticket controls of
 # lottery.CONTROLS, a one-shot method these (see one_shot_control); they name the run's label.
 CONTROLS = {**lottery.CONTROLS, "invert": "inverted scores"}
@@ -183,6 +183,9 @@ class RunConfig:
             raise ValueError(f"iterations must be a whole number >= 1, got {self.iterations!r}")
         if self.scope not in pruners.SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}; known: {', '.join(pruners.SCOPES)}")
+        if self.method in dynamic.METHODS and (self.iterations, self.scope) != (None, "global"):
+            raise ValueError(f"{self.method} takes neither rounds nor a scope: its per-layer "
+                             f"densities are {dynamic.DISTRIBUTION.upper()}'s")
         needs_data = self.method in pruners.METHODS and pruners.METHODS[self.method].needs_data
         if self.bn_mode != "eval" and not (needs_data and self.bn_mode in pruners.BN_MODES):
             raise ValueError(f"bn_mode {self.bn_mode!r}: 'train' applies to the methods that "
@@ -267,6 +270,9 @@ class RunConfig:
         step 6)", and a control's name, e.g. "IMP (2 Iters), random reinit"."""
         if self.method == "imp":
             label = f"IMP ({', '.join([f'{self.iterations} Iters', *self.variant])})"
+        elif self.method in dynamic.METHODS:  # with its initial distribution, e.g. RigL (ERK)
+            label = (f"{dynamic.METHODS[self.method].label} "
+                     f"({', '.join([dynamic.DISTRIBUTION.upper(), *self.variant])})")
         else:
             label = "Dense" if self.method == "dense" else pruners.METHODS[self.method].label
             if self.variant:
@@ -448,6 +454,7 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                         config.seed, device)
     training = {"device": device, "progress": progress, "eval_every": config.eval_every,
                 "compile": compile, "precision": config.precision}
+    connectivity = None  # what a dynamic sparse training moved
     if config.method == "imp":
         with timed(timings, "train"):
             result = lottery.imp(model, (train, test), config.compression, config.iterations,
@@ -462,6 +469,26 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                 if fitted.diverged:
                     raise FloatingPointError(fitted.error)
                 history = fitted.epochs
+    elif config.method in dynamic.METHODS:
+        with timed(timings, "prune"):  # the initial random mask
+            initial = dynamic.initial_masks(model, pruners.density_of(config.compression),
+                                            dynamic.DISTRIBUTION, config.seed)
+            masks.attach(model, initial)
+        steps = config.recipe.epochs * (len(train) // config.recipe.batch_size)
+        moving = dynamic.DynamicSparsity(config.method, steps, seed=config.seed)
+        with timed(timings, "train"):
+            fitted = fit(model, train, config.recipe, test, seed=config.seed, on_step=moving,
+                         desc=f"{config.label} c={config.compression:g} seed {config.seed}",
+                         **training)
+        if fitted.diverged:
+            raise FloatingPointError(fitted.error)
+        history, rounds = fitted.epochs, None
+        final = masks.get(model)
+        kept = sum(int(m.sum()) for m in final.values())
+        new = sum(int((final[n] & ~initial[n].to(final[n].device)).sum()) for n in final)
+        connectivity = {"updates": moving.updates, "update_every": moving.update_every,
+                        "moves": moving.moved, "moves_per_connection": moving.moved / kept,
+                        "new_fraction": new / kept}  # kept at the end but not at the start
     else:
         with timed(timings, "prune"):
             if config.method != "dense":
@@ -495,7 +522,8 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                         **measured},
             "layer_densities": masks.layer_densities(model),
             "weight_histograms": weight_histograms(model),
-            "history": history, "imp_rounds": rounds, "data": train.name}
+            "history": history, "imp_rounds": rounds, "data": train.name,
+            **({"connectivity": connectivity} if connectivity else {})}
 
 
 def weight_histograms(model: torch.nn.Module, bins: int = 40) -> dict[str, dict]:

@@ -161,7 +161,7 @@ def _dense_training(model: nn.Module, rewind: str | int, path: Path, training: d
     init = copy.deepcopy(model.state_dict())
     kept = {}
 
-    def keep_rewind_point(step: int, m: nn.Module) -> None:
+    def keep_rewind_point(step: int, m: nn.Module, _optimizer) -> None:
         if step == rewind:
             kept["state"] = copy.deepcopy(m.state_dict())
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import pruners
+from . import dynamic, pruners
 from .experiment import RunConfig, config_dict, dataset, run
 from .profile import device_name
 from .store import Store, write_json
@@ -45,15 +45,15 @@ RUN_FIELDS = {**ONE_SHOT_FIELDS, **IMP_FIELDS, **EVERY_RUN_FIELDS}
 
 def load_grid(spec: str | os.PathLike | dict) -> dict:
     """``"survey"`` (the survey's grid), a dict, a YAML or JSON file, or such a mapping written
-    inline (``'{methods: [snip], compressions: [1]}'``). Its keys: methods (``dense`` among them
-    adds the unpruned network, one run per seed), compressions, imp_iterations (IMP round counts;
-    empty for none) and seeds, each a list (missing: the survey's), and any run field of
-    :data:`RUN_FIELDS`, one value each, that every run of its kind takes: ``scope``,
-    ``scoring_rounds`` (a one-shot method's rounds), ``prune_batches``, ``prune_batch_size`` and
-    ``bn_mode`` for the one-shot methods, ``rewind`` for IMP, ``control`` for both (IMP:
-    ``reinit`` or ``shuffle``; one-shot: also ``invert``), ``precision`` for all; so any run a
-    notebook stores is one grid. A missing, empty or malformed file, or a
-    value of the wrong kind, is a clear ValueError."""
+    inline (``'{methods: [snip], compressions: [1]}'``). Its keys: methods (the one-shot
+    methods, ``set`` and ``rigl``; ``dense`` among them adds the unpruned network, one run per
+    seed), compressions, imp_iterations (IMP round counts; empty for none) and seeds, each a
+    list (missing: the survey's), and any run field of :data:`RUN_FIELDS`, one value each, that
+    every run of its kind takes: ``scope``, ``scoring_rounds`` (a one-shot method's rounds),
+    ``prune_batches``, ``prune_batch_size`` and ``bn_mode`` for the one-shot methods,
+    ``rewind`` for IMP, ``control`` for both (IMP: ``reinit`` or ``shuffle``; one-shot: also
+    ``invert``), ``precision`` for all; so any run a notebook stores is one grid. A missing,
+    empty or malformed file, or a value of the wrong kind, is a clear ValueError."""
     if isinstance(spec, dict):
         grid = spec
     elif spec == "survey":
@@ -85,8 +85,9 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
         raise ValueError(f"grid run fields take one value each (one grid per variant); got "
                          f"{', '.join(f'{k}: {grid[k]!r}' for k in lists)}")
     grid = {**SURVEY_GRID, **grid}
-    checks = {"methods": (lambda v: v in (*pruners.METHODS, "dense"),
-                          f"method names ({', '.join(pruners.METHODS)}, or dense)"),
+    checks = {"methods": (lambda v: v in (*pruners.METHODS, *dynamic.METHODS, "dense"),
+                          f"method names ({', '.join([*pruners.METHODS, *dynamic.METHODS])}, "
+                          "or dense)"),
               "compressions": (lambda v: _number(v) and v >= 0, "numbers >= 0"),
               "imp_iterations": (lambda v: _whole(v) and v >= 1, "whole numbers >= 1"),
               "seeds": (lambda v: _whole(v) and v >= 0, "whole numbers >= 0")}

@@ -164,8 +164,10 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
         precision: str = "auto", channels_last: bool | None = None) -> History:
     """Train ``model`` in place by ``recipe`` on ``train``; evaluate on ``test`` every
     ``eval_every`` epochs and after the last. ``seed`` fixes the data order and augmentation
-    (initialise the model's weights before calling). ``on_step(step, model)``, if given, is called
-    after every optimizer step (step 1 is the first), e.g. to keep the weights of a rewind point.
+    (initialise the model's weights before calling). ``on_step(step, model, optimizer)``, if
+    given, is called after every optimizer step (step 1 is the first) with the step's gradients
+    still in ``.grad``: e.g. to keep the weights of a rewind point, or to move a sparse network's
+    connections (:mod:`sparse_survey.dynamic`).
     ``compile=True`` trains through ``torch.compile`` (graphs specialised to the batch shape).
     ``precision`` is one of :data:`PRECISIONS` (see the module docstring); ``channels_last``
     (default: on CUDA and in bf16) sets the memory layout of the model and its batches.
@@ -213,7 +215,7 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
             schedule.step()
             masks.apply(model)
             if on_step is not None:
-                on_step(epoch * steps + i + 1, model)
+                on_step(epoch * steps + i + 1, model, optimizer)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)

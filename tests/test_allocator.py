@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     faults = []
     recipe = train.Recipe(epochs=1, batch_size=64, lr=0.01, schedule="constant")
     train.fit(model, fake, recipe, device="cpu", progress=False, precision="bf16",
-              on_step=lambda step, m: faults.append(
+              on_step=lambda step, m, _: faults.append(
                   resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
     print([b - a for a, b in zip(faults, faults[1:])])
 """)

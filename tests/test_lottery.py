@@ -66,7 +66,7 @@ def test_rewinding_to_a_training_step_uses_that_steps_weights(digits, tmp_path, 
     captured = {}
     reference = mlp(0)
     lottery.fit(reference, digits[0], RECIPE, None, device="cpu", seed=0, progress=False,
-                on_step=lambda step, m: step == 5 and captured.update(
+                on_step=lambda step, m, _: step == 5 and captured.update(
                     state=copy.deepcopy(m.state_dict())))
     assert all(torch.equal(result.rewind_state[k], v) for k, v in captured["state"].items())
     mask, state = spy[1]  # the start of round 1 (spy[0] is the dense run)

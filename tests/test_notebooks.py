@@ -14,7 +14,7 @@ from sparse_survey.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 ORDER = ["anatomy", "random_pruning", "magnitude", "snip", "grasp", "synflow", "imp", "lth",
-         "compare", "ablations", "sparsity"]
+         "compare", "ablations", "sanity_checks", "sparsity"]
 PARAMETERS = {
     "anatomy": {"model_name": "mlp", "image_size": 8, "in_channels": 1},
     **{m: {"compressions": [0.5, 1]}
@@ -23,6 +23,8 @@ PARAMETERS = {
     "lth": {"compressions": [1, 1.5], "iters": 2},
     "compare": {},
     "ablations": {"compressions": [0.5, 1], "seeds": 2, "seeded_compressions": [1]},
+    "sanity_checks": {"methods": ["mag", "snip"], "compressions": [0.5, 1], "seeds": 2,
+                      "seeded_compressions": [1]},
     "sparsity": {"model_name": "mlp", "batch_sizes": [1, 8], "repeats": 1},
 }
 GLUED = {
@@ -43,6 +45,10 @@ GLUED = {
                   "ablations_scope_mag_high_effect", "ablations_data_grasp_high_effect",
                   "ablations_rewind_step", "ablations_synflow_flow", "ablations_chance_count",
                   "ablations_summary_table"],
+    "sanity_checks": ["sanity_seed_spread", "sanity_runs", "sanity_mag_figure",
+                      "sanity_snip_figure", "sanity_mag_layerwiseshuffle_c1_effect",
+                      "sanity_snip_invertedscores_c1_effect", "sanity_shuffle_pairs",
+                      "sanity_density_figure"],
     "sparsity": ["sparsity_time_spread", "sparsity_csr_ratio", "sparsity_crossover_b1",
                  "sparsity_best_speedup_b8"],
 }
