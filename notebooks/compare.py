@@ -149,7 +149,8 @@ tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[
 
 # %%
 collapsed = report.collapsed_layers(records)
-tutorial.show(collapsed, 1)
+tutorial.show(collapsed.T.rename_axis("method").rename(columns=lambda c: f"c = {c:g}"), 1,
+              title="Prunable layers left with no weight (mean over seeds)")
 tutorial.glue_numbers("compare", collapsed_max=float(collapsed.max().max()),
                       collapsed_method=str(collapsed.max().idxmax()))
 

@@ -57,7 +57,7 @@ tutorial.glue_numbers("imp", iterations=iters)
 # dense network).
 
 # %%
-tutorial.show(report.imp_rounds(records), 4)
+tutorial.show(report.imp_rounds(records), 3, title="Every round of every IMP run")
 
 # %% [markdown]
 # ## Where the weights go

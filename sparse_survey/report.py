@@ -144,7 +144,7 @@ def label_key(label: str) -> str:
     return "".join(ch for ch in label.lower() if ch.isalnum())
 
 
-def _ordered(labels) -> list[str]:
+def ordered_labels(labels) -> list[str]:
     """Method labels in the survey's order: the one-shot methods as registered, each followed by
     its variants, then IMP by rounds (its variants and controls after it), then the rest."""
     def rank(label: str) -> tuple:
@@ -173,7 +173,7 @@ def summary(records: list[dict], name: str) -> tuple[pd.DataFrame, pd.DataFrame,
     """Mean, standard deviation (ddof 1) and count over seeds: compression x method."""
     df = frame(records)
     grouped = df.groupby(["compression", "label"])[name]
-    columns = _ordered(df["label"].unique())
+    columns = ordered_labels(df["label"].unique())
     return tuple(s.unstack("label").reindex(columns=columns)
                  for s in (grouped.mean(), grouped.std(), grouped.count()))
 
@@ -248,7 +248,7 @@ def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
         return None
     mean, _, _ = summary(records, name)
     columns = {}
-    for method in _ordered(set(mean.columns) & set(survey.columns)):
+    for method in ordered_labels(set(mean.columns) & set(survey.columns)):
         ours = mean[method].reindex(survey.index)
         columns[(method, "ours")] = ours
         columns[(method, "survey")] = survey[method]
@@ -297,7 +297,7 @@ def ordering_agreement(records: list[dict], name: str = "accuracy") -> pd.DataFr
     mean = summary(records, name)[0]
     rows = {}
     for c in survey.index.intersection(mean.index):
-        methods = [m for m in _ordered(set(mean.columns) & set(survey.columns))
+        methods = [m for m in ordered_labels(set(mean.columns) & set(survey.columns))
                    if not (math.isnan(mean.at[c, m]) or math.isnan(survey.at[c, m]))]
         pairs = [(a, b) for i, a in enumerate(methods) for b in methods[i + 1:]
                  if survey.at[c, a] != survey.at[c, b]]
@@ -318,14 +318,14 @@ def collapsed_layers(records: list[dict]) -> pd.DataFrame:
             for r in records if r["status"] == "finished"]
     df = pd.DataFrame(rows, columns=["label", "compression", "collapsed"])
     out = df.groupby(["compression", "label"])["collapsed"].mean().unstack("label")
-    return out.reindex(columns=_ordered(df["label"].unique()))
+    return out.reindex(columns=ordered_labels(df["label"].unique()))
 
 
 def depth_profile(records: list[dict], compression: float, last: int = 4) -> pd.DataFrame:
     """Per method at one compression: the density of the first ``last`` prunable layers, of the
     last ``last``, and their ratio (below 1: the method prunes the late layers harder)."""
     rows = {}
-    for method in _ordered({r["label"] for r in records}):
+    for method in ordered_labels({r["label"] for r in records}):
         runs = [r["layer_densities"] for r in records if r["label"] == method
                 and r["status"] == "finished"
                 and math.isclose(r["config"]["compression"], compression)]
@@ -384,10 +384,11 @@ def verdict(effect: float, spread: float) -> str:
 
 
 def imp_rounds(records: list[dict]) -> pd.DataFrame:
-    """IMP's rounds, one row per finished run and round (round 0 is the dense training): density,
-    remaining parameters and FLOPs, test accuracy, training steps and seconds."""
-    rows = [{"compression": r["config"]["compression"],
-             **{k: v for k, v in row.items() if k != "history"}}
+    """IMP's rounds, one row per finished run and round (round 0 is the dense training): the
+    density, the remaining FLOPs, the test accuracy (%) and the training's seconds."""
+    rows = [{"compression": r["config"]["compression"], "round": row["round"],
+             "density": row["density"], "remaining FLOPs": row["remaining_flops"],
+             "test accuracy (%)": 100 * row["test_acc"], "training (s)": row["seconds"]}
             for r in records if r["status"] == "finished" for row in r["imp_rounds"]]
     return pd.DataFrame(rows).set_index("compression")
 
@@ -453,7 +454,7 @@ def layer_density_figure(records: list[dict], compression: float, path: Path | N
     chosen = [r for r in records if r["status"] == "finished"
               and math.isclose(r["config"]["compression"], compression)]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, method in enumerate(_ordered({r["label"] for r in chosen})):
+    for i, method in enumerate(ordered_labels({r["label"] for r in chosen})):
         runs = [r["layer_densities"] for r in chosen if r["label"] == method]
         layers = list(runs[0])
         density = np.mean([[run[n] for n in layers] for run in runs], axis=0)
@@ -573,6 +574,32 @@ def controls_figure(table: pd.DataFrame, title: str, path: Path | None = None):
     return _save(fig, path)
 
 
+def cost_accuracy_figure(records: list[dict], compressions: list[float],
+                         trainings: Callable[[str], int], path: Path | None = None):
+    """Accuracy against what it cost: one panel per compression, each method a point at the
+    number of trainings its label costs (``trainings(label)``) and its mean accuracy over
+    seeds, with a bar of one standard deviation where several seeds finished."""
+    import matplotlib.pyplot as plt
+
+    mean, std, _ = summary(records, "accuracy")
+    chosen = [c for c in compressions if c in mean.index]
+    fig, axes = plt.subplots(1, max(len(chosen), 1), figsize=(5 * max(len(chosen), 1), 4),
+                             squeeze=False)
+    for ax, c in zip(axes[0], chosen):
+        for i, method in enumerate(mean.columns):
+            if math.isnan(mean.at[c, method]):
+                continue
+            ax.errorbar(trainings(method), mean.at[c, method],
+                        yerr=0 if math.isnan(std.at[c, method]) else std.at[c, method],
+                        fmt="o", color=f"C{i % 10}", capsize=3, label=method)
+        ax.set_xlabel("trainings per run")
+        ax.set_ylabel("top-1 test accuracy (%)")
+        ax.set_title(f"compression {c:g} (density {10 ** -c:.3g})")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
 def cost_figure(records: list[dict], path: Path | None = None):
     """Each finished run's inference time and peak CPU memory against its density, one colour
     per method; runs timed while other work shared the machine are drawn hollow."""
@@ -580,7 +607,7 @@ def cost_figure(records: list[dict], path: Path | None = None):
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     finished = [r for r in records if r["status"] == "finished"]
-    for i, method in enumerate(_ordered({r["label"] for r in finished})):
+    for i, method in enumerate(ordered_labels({r["label"] for r in finished})):
         mine = [r for r in finished if r["label"] == method]
         for ax, name in zip(axes, ("inference_time", "cpu_memory")):
             for shared in (False, True):

@@ -253,11 +253,14 @@ def show(table: pd.DataFrame, decimals: int = 2, title: str | None = None) -> No
 
 
 def glue_numbers(prefix: str, **values) -> None:
-    """Glue each value for the book as ``<prefix>_<name>`` (not displayed here)."""
+    """Glue each value for the book as ``<prefix>_<name>`` (not displayed here); a NumPy
+    scalar is glued as the Python number it holds, whose text the book can format."""
+    import numpy as np
     from myst_nb import glue
 
     for name, value in values.items():
-        glue(f"{prefix}_{name}", value, display=False)
+        glue(f"{prefix}_{name}", value.item() if isinstance(value, np.generic) else value,
+             display=False)
 
 
 # ----------------------------------------------------------------------------------- the runs

@@ -139,7 +139,8 @@ def test_the_results_pages_hold_the_tables_and_figures(site, browser):
 
 PROGRESS_BAR = re.compile(r"\d+%\|.*\|")  # tqdm: "sweep: 100%|██████████| 6/6"
 NOISE = (re.compile(r"\b\w*Warning\b:"), re.compile(r"/tmp/ipykernel_"), PROGRESS_BAR)
-RAW_TABLE = re.compile(r"\|\s*[-—–:]{3,}\s*\|")  # a markdown table's rule row, left as text
+# a markdown table's rule row left as text ("---" may have become a dash: |—|—|)
+RAW_TABLE = re.compile(r"\|\s*(?:[-:]{3,}|:?[—–]:?)\s*\|")
 PAGE_WIDTH = 800  # px: what a page's tables must fit in (a laptop or a printed page)
 
 

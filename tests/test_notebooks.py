@@ -14,7 +14,7 @@ from sparse_survey.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 ORDER = ["anatomy", "random_pruning", "magnitude", "snip", "grasp", "synflow", "imp", "lth",
-         "compare", "ablations", "sanity_checks", "sparsity"]
+         "compare", "ablations", "sanity_checks", "from_scratch", "sparsity"]
 PARAMETERS = {
     "anatomy": {"model_name": "mlp", "image_size": 8, "in_channels": 1},
     **{m: {"compressions": [0.5, 1]}
@@ -25,6 +25,8 @@ PARAMETERS = {
     "ablations": {"compressions": [0.5, 1], "seeds": 2, "seeded_compressions": [1]},
     "sanity_checks": {"methods": ["mag", "snip"], "compressions": [0.5, 1], "seeds": 2,
                       "seeded_compressions": [1]},
+    "from_scratch": {"compressions": [0.5, 1], "seeds": 2, "seeded_compressions": [1],
+                     "iters": [2]},
     "sparsity": {"model_name": "mlp", "batch_sizes": [1, 8], "repeats": 1},
 }
 GLUED = {
@@ -48,7 +50,10 @@ GLUED = {
     "sanity_checks": ["sanity_seed_spread", "sanity_runs", "sanity_mag_figure",
                       "sanity_snip_figure", "sanity_mag_layerwiseshuffle_c1_effect",
                       "sanity_snip_invertedscores_c1_effect", "sanity_shuffle_pairs",
-                      "sanity_density_figure"],
+                      "sanity_density_figure", "sanity_synflow_iou_high"],
+    "from_scratch": ["scratch_runs", "scratch_accuracy_figure", "scratch_new_fraction_max",
+                     "scratch_updates", "scratch_cost_figure", "scratch_riglerk_c1",
+                     "scratch_seterk_c1", "scratch_imp2iters_c1"],
     "sparsity": ["sparsity_time_spread", "sparsity_csr_ratio", "sparsity_crossover_b1",
                  "sparsity_best_speedup_b8"],
 }

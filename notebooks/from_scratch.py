@@ -1,0 +1,119 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Sparse from scratch: SET and RigL beside pruning
+#
+# Pruning at initialization fixes a mask before one training; IMP finds its mask over $k + 1$
+# trainings. Dynamic sparse training starts from a random sparse network and *moves* its
+# connections while it trains, for the price of one training:
+#
+# - **SET** (Mocanu et al. 2018): every $\Delta T$ steps, drop the live weights of smallest
+#   magnitude and grow as many new connections at random;
+# - **RigL** (Evci et al. 2020): drop the same way, grow where the gradient of the dense network
+#   (the gradient a pruned weight would get) is largest.
+#
+# Both keep every layer's count of weights fixed, start with Erdős–Rényi-kernel (ERK) per-layer
+# densities (larger layers sparser), grow new weights at zero, and move a fraction of each
+# layer's connections that falls by a cosine from 0.3 to 0 at three quarters of the training.
+# The question is the survey reader's after its table 1: is IMP's lead worth its extra trainings?
+
+# %% tags=["parameters"]
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c (density 10^-c)
+seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
+seeded_compressions: list = [1, 2]  # where SET and RigL run every seed
+iters: list = [2, 3, 4]  # the IMP round counts to set beside them (their stored runs)
+results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+
+# %%
+import pandas as pd
+
+import sparse_survey as ss
+from sparse_survey import report, tutorial
+
+run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
+seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
+          if c in run.compressions]
+rounds = [tutorial.count(k, "iters") for k in (iters if isinstance(iters, list) else [iters])]
+
+
+def stored(method, **fields):
+    """Seed 0 at every compression, every seed at the seeded compressions."""
+    configs = run.configs(method, seeds=run.seeds[:1], **fields)
+    configs += run.configs(method, seeded, run.seeds[1:], **fields)
+    return tutorial.runs(configs, run.results)
+
+
+# %% [markdown]
+# ## The runs
+#
+# SET and RigL are trained here (each a stored run); the one-shot methods and IMP come from the
+# same store, as the survey's grid stored them (they are trained here too where missing).
+
+# %%
+dynamic = {method: stored(method) for method in ss.dynamic.METHODS}
+one_shot = [r for method in ss.pruners.METHODS for r in stored(method)]
+imp = [r for k in rounds for r in stored("imp", iterations=k)]
+records = [r for arm in dynamic.values() for r in arm] + one_shot + imp
+tutorial.glue_numbers("scratch", runs=len(records))
+tutorial.show(report.table(records, "accuracy").T.rename_axis("method")
+              .rename(columns=lambda c: f"c = {c:g}"),
+              title="Top-1 test accuracy (%)")
+tutorial.show_figure(report.accuracy_figure(records, with_survey=False), "scratch_accuracy_figure")
+
+# %% [markdown]
+# ## What moved
+#
+# Per run: the connectivity updates, how many times over each kept connection was moved in all
+# (moves per connection), and the share of the final connections that were not in the initial
+# random mask.
+
+# %%
+moved = pd.DataFrame([{"method": r["label"], "compression": r["config"]["compression"],
+                       "seed": r["config"]["seed"], **r["connectivity"]}
+                      for arm in dynamic.values() for r in arm if r["status"] == "finished"])
+summary = (moved.groupby(["method", "compression"])
+           [["updates", "update_every", "moves_per_connection", "new_fraction"]].mean())
+tutorial.show(summary.reset_index("compression"), 2, title="Connectivity updates, per cell")
+tutorial.glue_numbers("scratch", new_fraction_max=float(moved["new_fraction"].max()),
+                      updates=int(moved["updates"].median()))
+
+# %% [markdown]
+# ## What each costs
+#
+# A one-shot method and a dynamic sparse training each cost one training; IMP with $k$ rounds
+# costs $k + 1$ (the dense training, then one per round). Accuracy against the trainings each
+# method paid for, at the seeded compressions: a method to the upper left buys more for less.
+# The measured training time per run stands beside it (the dynamic methods pay for their
+# updates: RigL one dense gradient per update, which the step computes anyway).
+
+# %%
+def trainings(label):
+    imp = report.IMP_LABEL.match(label)
+    return int(imp.group(1)) + 1 if imp else 1
+
+
+finished = [r for r in records if r["status"] == "finished"]
+costs = pd.DataFrame([{"method": r["label"], "trainings": trainings(r["label"]),
+                       "training time per run (s)": r["timings"]["train_s"]} for r in finished])
+costs = costs.groupby("method").mean().loc[lambda t: report.ordered_labels(t.index)]
+tutorial.show(costs, 0, title="Trainings per run and training time per run")
+tutorial.show_figure(report.cost_accuracy_figure(records, seeded, trainings),
+                     "scratch_cost_figure")
+mean = report.summary(records, "accuracy")[0]
+for c in seeded:
+    tutorial.glue_numbers("scratch", **{f"{report.label_key(label)}_c{c:g}".replace(".", "_"):
+                                        float(mean.at[c, label]) for label in mean.columns})

@@ -1,0 +1,195 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What do the methods find? Sanity checks of pruning at initialization
+#
+# Frankle, Dziugaite, Roy and Carbin (ICLR 2021) asked what a pruning-at-initialization mask
+# *contains*, with three controls applied to a method's mask before training:
+#
+# - **layerwise shuffle**: the kept positions moved at random within each layer (every layer
+#   keeps as many weights, over the same initial values);
+# - **random reinit**: the same mask over freshly drawn weights;
+# - **inverted scores**: keep the *lowest* scores instead of the highest (exactly as many).
+#
+# If a method found *which weights* matter, shuffle and reinit should hurt. If it found only *how
+# many weights each layer keeps*, they should not: the method is then a recipe for per-layer
+# densities. Inverting should hurt any method whose scores mean something. Beside them stands
+# pruning *after* training: one round of IMP (train, prune by magnitude, rewind to the
+# initialization, retrain), the reference a pruning-at-initialization method tries to reach
+# without the first training.
+
+# %% tags=["parameters"]
+preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
+methods: list = ["mag", "snip", "grasp", "synflow"]  # the one-shot methods to check
+compressions: list = [0.5, 1, 2]  # compressions c (density 10^-c)
+seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
+seeded_compressions: list = [1, 2]  # where every method, control and the reference run every seed
+results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+
+# %%
+import math
+
+import numpy as np
+import pandas as pd
+
+import sparse_survey as ss
+from sparse_survey import report, tutorial
+
+run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
+if not isinstance(methods, list) or not methods or any(
+        m not in ss.pruners.METHODS for m in methods):
+    raise tutorial.ParameterError(f"bad notebook parameter: methods must be a list of "
+                                  f"{', '.join(ss.pruners.METHODS)}, got {methods!r}")
+seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
+          if c in run.compressions]
+CONTROLS = ("shuffle", "reinit", "invert")
+
+
+def stored(method, **fields):
+    """The records of one arm: seed 0 at every compression, every seed at the seeded ones."""
+    configs = run.configs(method, seeds=run.seeds[:1], **fields)
+    configs += run.configs(method, seeded, run.seeds[1:], **fields)
+    return tutorial.runs(configs, run.results)
+
+
+def label(method, **fields):
+    return ss.experiment.RunConfig.from_preset(run.preset, method, 1, **fields).label
+
+
+# %% [markdown]
+# ## The runs
+#
+# Each method with each control, and IMP with one round, at every compression; the seeded
+# compressions with every seed. Each is a stored run (`control` is part of a run's
+# configuration), so a rerun of this notebook reuses them.
+
+# %%
+arms = {method: {None: stored(method), **{c: stored(method, control=c) for c in CONTROLS}}
+        for method in methods}
+reference = stored("imp", iterations=1)
+reference_label = label("imp", iterations=1)
+everything = [r for method in arms.values() for records in method.values() for r in records]
+spread = report.seed_spread(everything + reference)
+tutorial.glue_numbers("sanity", seed_spread=spread, runs=len(everything + reference))
+print(f"{len(everything + reference)} runs; typical seed-to-seed spread {spread:.2f} points")
+
+# %% [markdown]
+# ## Accuracy of each method and its controls
+#
+# Per method: its accuracy, each control's, and pruning after training (IMP, one round), against
+# compression, with a band of one standard deviation over seeds where there are several.
+
+# %%
+for method, records in arms.items():
+    mine = [r for arm in records.values() for r in arm] + reference
+    tutorial.show(report.table(mine, "accuracy").T.rename_axis("arm")
+                  .rename(columns=lambda c: f"c = {c:g}"),
+                  title=f"{ss.pruners.METHODS[method].label}: top-1 test accuracy (%)")
+    tutorial.show_figure(report.accuracy_figure(mine, with_survey=False),
+                         f"sanity_{method}_figure")
+
+# %% [markdown]
+# ## The verdicts
+#
+# Each control's effect (control minus method) at each seeded compression, judged as the
+# ablations notebook judges a hidden choice: it matters where it moves accuracy by more than
+# twice the larger of the typical seed spread and the two cells' own spreads.
+
+# %%
+rows = []
+for method, records in arms.items():
+    base = label(method)
+    for control in CONTROLS:
+        effects = report.effects(records[None] + records[control], base,
+                                 label(method, control=control))
+        for c in seeded:
+            if c not in effects.index:
+                continue
+            judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
+            rows.append({"method": base, "control": ss.experiment.CONTROLS[control],
+                         "compression": c, "effect": effects.at[c, "effect"],
+                         "judged by": judged_by,
+                         "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
+verdicts = pd.DataFrame(rows).set_index("method")
+tutorial.show(verdicts, 2, title="Each control's effect on accuracy (points), per method")
+for row in rows:
+    key = (f"{report.label_key(row['method'])}_{report.label_key(row['control'])}"
+           f"_c{row['compression']:g}".replace(".", "_"))
+    tutorial.glue_numbers("sanity", **{f"{key}_effect": float(row["effect"])})
+
+# %% [markdown]
+# ## What the shuffle keeps, and where inverting puts the weights
+#
+# Shuffling moves weights only within a layer, so a shuffled mask has its method's per-layer
+# densities exactly (checked below on every stored pair). Inverting spends the same budget
+# elsewhere: each method's per-layer densities (solid) beside its inverted mask's, at the
+# compression nearest 1, seed 0.
+
+# %%
+def cell(record):
+    return record["config"]["compression"], record["config"]["seed"]
+
+
+pairs = [(plain, moved) for records in arms.values() for plain in records[None]
+         for moved in records["shuffle"] if cell(plain) == cell(moved)
+         and plain["status"] == moved["status"] == "finished"]
+kept = all(plain["layer_densities"] == moved["layer_densities"] for plain, moved in pairs)
+tutorial.glue_numbers("sanity", shuffle_pairs=len(pairs))
+print(f"{len(pairs)} method and shuffle pairs; every layer's density the same in each: {kept}")
+assert kept, "a shuffled mask changed a layer's density"
+middle = min(run.compressions, key=lambda c: abs(c - 1))
+first_seed = [r for records in arms.values() for arm in (records[None], records["invert"])
+              for r in arm if r["config"]["seed"] == run.seeds[0]]
+tutorial.show_figure(report.layer_density_figure(first_seed, middle), "sanity_density_figure")
+
+# %% [markdown]
+# ## SynFlow's mask from the inside: one weight of rounding per round
+#
+# The shuffle control asks whether *which* weights a method keeps matters. The same question can
+# be asked of SynFlow from the inside: its 100 rounds each keep a whole number of weights, and
+# implementations differ in how they round it (this package rounds to the nearest; Synaptic-Flow's
+# own code truncates, one weight fewer at most). Both are scored here on the same initialization
+# (all prunable layers together, no data), and their masks compared: the share of kept weights
+# they have in common (intersection over union) and the largest difference of a layer's density.
+
+# %%
+def synflow_mask(compression, rounding, rounds=100):
+    """SynFlow in ``rounds`` rounds, each keeping ``rounding(d_r * N)`` of the N weights."""
+    model = tutorial.preset_model(run.preset)[0]
+    sizes = sum(w.numel() for w in ss.masks.prunable(model).values())
+    current = ss.masks.get(model)
+    for r in range(1, rounds + 1):
+        target = rounding(ss.pruners.density_of(compression) ** (r / rounds) * sizes) / sizes
+        scores = ss.pruners.score(model, "synflow", input_shape=image_shape)
+        current = ss.pruners.select(scores, current, target)
+        ss.masks.attach(model, current)
+    return current
+
+
+image_shape = tutorial.preset_model(run.preset)[1][0].shape
+overlaps = []
+for c in run.compressions:
+    nearest, truncated = synflow_mask(c, round), synflow_mask(c, math.floor)
+    both = sum(int((nearest[n] & truncated[n]).sum()) for n in nearest)
+    either = sum(int((nearest[n] | truncated[n]).sum()) for n in nearest)
+    layer_gap = max(abs(float(nearest[n].float().mean() - truncated[n].float().mean()))
+                    for n in nearest)
+    overlaps.append({"compression": c, "kept in common (IoU)": both / either,
+                     "largest layer density difference": layer_gap})
+overlaps = pd.DataFrame(overlaps).set_index("compression")
+tutorial.show(overlaps, 4, title="SynFlow (100 rounds), rounding to the nearest against truncating")
+tutorial.glue_numbers("sanity", synflow_iou_high=float(overlaps.iloc[-1, 0]),
+                      synflow_layer_gap_high=float(overlaps.iloc[-1, 1]))
