@@ -17,8 +17,9 @@
 # # Comparing the methods: the survey's tables from stored runs
 #
 # Every number below is computed from the run records in the results store; the survey's own
-# numbers, transcribed from its poster, stand beside ours, labelled as the survey's. The tables
-# have the survey's shape: compression rows, one column per method, the IMP columns last.
+# numbers, transcribed from its poster, stand beside ours, labelled as the survey's. The tables are
+# the survey's turned on their side, to fit a page: a row per method (the IMP rows last), a column
+# per compression, the survey's number under ours.
 #
 # Read the time and memory tables knowing that a pruned model here is a *masked dense* model: it
 # runs the same dense kernels whatever its density, so neither time nor memory can fall with

@@ -2,9 +2,11 @@
 
 Every number here is computed from records written by :mod:`sparse_survey.experiment`; the only
 numbers not computed are the survey's, read from ``survey_tables.json`` (transcribed from the
-poster, with its caveats) and always labelled as the survey's. Tables have the survey's shape:
-compression rows, one column per method, the IMP columns beside them; a cell is the mean over
-seeds with the standard deviation when more than one seed finished.
+poster, with its caveats) and always labelled as the survey's. :func:`summary` and :func:`table`
+have the survey's shape (compression rows, one column per method, the IMP columns last); the
+report prints them turned on their side to fit a page (:func:`beside_survey`). A cell is the mean
+over the seeds stored for it, with their standard deviation and number when more than one seed
+finished (:data:`CELL_NOTE`).
 """
 
 from __future__ import annotations
