@@ -116,7 +116,9 @@ def test_cli_sweep_then_report(tmp_path):
     out = run("report", *common, "--out", str(tmp_path / "report"))
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "report" / "report.md").read_text()
-    assert "| compression | Rand | IMP (2 Iters) |" in text
+    assert "| method | c = 0.05 | c = 0.1 | c = 0.2 | c = 0.5 | c = 1 | c = 2 |" in text
+    assert "| Rand | n/a | n/a | n/a | n/a |" in text and "| ↳ survey | 88.08 |" in text
+    assert "| method | c = 1 |" in text  # a table the survey lacks: our compressions only
     assert (tmp_path / "report" / "accuracy.png").exists()
     assert (tmp_path / "report" / "layer_density.svg").exists()
     empty = run("report", "--preset", "laptop", "--results", str(tmp_path / "none"))
