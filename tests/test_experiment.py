@@ -270,7 +270,7 @@ def fabricated(label, method, compression, seed, accuracy, time_s, status="finis
     iters = int(label[5]) if method == "imp" else 1
     config = RunConfig.from_preset("smoke", method, compression, seed=seed, iterations=iters)
     return {"label": label, "status": status, "key": config.key, "data": "made up",
-            "config": {"compression": compression, "seed": seed},
+            "config": config_dict(config),
             "metrics": {"test_acc": accuracy, "time_s": time_s, "flops_fraction": 0.5,
                         "remaining_fraction": 0.5, "cpu_rss_peak_bytes": 2**20,
                         "time_passes_s": 5 * time_s, "time_passes_wait_s": waited_s,
