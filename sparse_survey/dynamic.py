@@ -197,6 +197,15 @@ class DynamicSparsity:
                              f"{self.update_every}, {self.fraction}, {self.end}")
         self.generator = torch.Generator().manual_seed(self.seed)
 
+    def summary(self, start: dict[str, torch.Tensor], end: dict[str, torch.Tensor]) -> dict:
+        """What moved between the masks a training started and ended with: the updates and
+        their interval, the moves in all and per kept connection, and the share of the final
+        connections that were not in the starting mask."""
+        kept = sum(int(m.sum()) for m in end.values())
+        new = sum(int((end[n] & ~start[n].to(end[n].device)).sum()) for n in end)
+        return {"updates": self.updates, "update_every": self.update_every, "moves": self.moved,
+                "moves_per_connection": self.moved / kept, "new_fraction": new / kept}
+
     def __call__(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         if step % self.update_every:
             return

@@ -469,29 +469,16 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                 if fitted.diverged:
                     raise FloatingPointError(fitted.error)
                 history = fitted.epochs
-    elif config.method in dynamic.METHODS:
-        with timed(timings, "prune"):  # the initial random mask
-            initial = dynamic.initial_masks(model, pruners.density_of(config.compression),
-                                            dynamic.DISTRIBUTION, config.seed)
-            masks.attach(model, initial)
-        steps = config.recipe.epochs * (len(train) // config.recipe.batch_size)
-        moving = dynamic.DynamicSparsity(config.method, steps, seed=config.seed)
-        with timed(timings, "train"):
-            fitted = fit(model, train, config.recipe, test, seed=config.seed, on_step=moving,
-                         desc=f"{config.label} c={config.compression:g} seed {config.seed}",
-                         **training)
-        if fitted.diverged:
-            raise FloatingPointError(fitted.error)
-        history, rounds = fitted.epochs, None
-        final = masks.get(model)
-        kept = sum(int(m.sum()) for m in final.values())
-        new = sum(int((final[n] & ~initial[n].to(final[n].device)).sum()) for n in final)
-        connectivity = {"updates": moving.updates, "update_every": moving.update_every,
-                        "moves": moving.moved, "moves_per_connection": moving.moved / kept,
-                        "new_fraction": new / kept}  # kept at the end but not at the start
-    else:
+    else:  # one training: dense, pruned at initialization, or sparse from scratch
+        moving = None
         with timed(timings, "prune"):
-            if config.method != "dense":
+            if config.method in dynamic.METHODS:  # a random sparse start, moved while training
+                start = dynamic.initial_masks(model, pruners.density_of(config.compression),
+                                              dynamic.DISTRIBUTION, config.seed)
+                masks.attach(model, start)
+                steps = config.recipe.epochs * (len(train) // config.recipe.batch_size)
+                moving = dynamic.DynamicSparsity(config.method, steps, seed=config.seed)
+            elif config.method != "dense":
                 batches = scoring_batches(train, config.prune_batches, config.prune_batch_size,
                                           config.seed, device)
                 initial = {k: v.clone() for k, v in model.state_dict().items()}
@@ -501,12 +488,14 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                               bn_mode=config.bn_mode, invert=config.control == "invert")
                 one_shot_control(model, config.control, initial, config.seed)
         with timed(timings, "train"):
-            fitted = fit(model, train, config.recipe, test, seed=config.seed,
+            fitted = fit(model, train, config.recipe, test, seed=config.seed, on_step=moving,
                          desc=f"{config.label} c={config.compression:g} seed {config.seed}",
                          **training)
         if fitted.diverged:
             raise FloatingPointError(fitted.error)
         history, rounds = fitted.epochs, None
+        if moving is not None:
+            connectivity = moving.summary(start, masks.get(model))
     dead = dead_channels(model)
     if dead:
         warnings.warn(f"{sum(dead.values())} BatchNorm channels in {len(dead)} layers have a "
