@@ -69,18 +69,12 @@ def kept_counts(densities: dict[str, float], sizes: dict[str, int],
     parts (ties to the earlier layer), never more than a layer holds."""
     total = round(density * sum(sizes.values()))
     wanted = {n: min(densities[n], 1.0) * sizes[n] for n in sizes}
-    counts = {n: min(math.floor(wanted[n]), sizes[n]) for n in sizes}
-    order = sorted(sizes, key=lambda n: (-(wanted[n] - counts[n]), list(sizes).index(n)))
-    while sum(counts.values()) < total:
-        grew = False
-        for n in order:
-            if sum(counts.values()) == total:
-                break
-            if counts[n] < sizes[n]:
-                counts[n] += 1
-                grew = True
-        if not grew:
-            raise ValueError(f"{total} weights do not fit in layers of {sum(sizes.values())}")
+    counts = {n: math.floor(wanted[n]) for n in sizes}
+    largest_parts = sorted(sizes, key=lambda n: counts[n] - wanted[n])  # stable: earlier first
+    for n in largest_parts[:total - sum(counts.values())]:
+        counts[n] += 1
+    if sum(counts.values()) != total or any(counts[n] > sizes[n] for n in sizes):
+        raise ValueError(f"{total} weights do not fit in layers of {sum(sizes.values())}")
     return counts
 
 
