@@ -74,7 +74,8 @@ for method in ("snip", "grasp"):
     bn_records[method] = records
     label = ss.experiment.RunConfig.from_preset(run.preset, method, 1, bn_mode="train").label
     bn_effects[method] = report.effects(records, ss.pruners.METHODS[method].label, label)
-    tutorial.show(bn_effects[method], 2)
+    tutorial.show(bn_effects[method], 2,
+                  title=f"{ss.pruners.METHODS[method].label}: eval-mode against train-mode BatchNorm at scoring")
     tutorial.show_figure(report.accuracy_figure(records, with_survey=False),
                          f"ablations_bn_{method}_figure")
 
@@ -132,7 +133,8 @@ for mode in ("eval", "train"):
     copy = tutorial.preset_model(run.preset)[0]
     ss.pruners.prune(copy, "grasp", 1, batches, bn_mode=mode)
     shares[f"{mode} mode"] = tutorial.positive_shares(copy)["hidden layers"]
-tutorial.show(pd.DataFrame({"positive share of kept hidden weights": shares}), 3)
+tutorial.show(pd.DataFrame({"positive share of kept hidden weights": shares}), 3,
+              title="GraSP at c = 1: share of kept hidden weights that are positive")
 tutorial.glue_numbers("ablations_grasp", positive_eval=shares["eval mode"],
                       positive_train=shares["train mode"])
 
@@ -146,7 +148,7 @@ tutorial.glue_numbers("ablations_grasp", positive_eval=shares["eval mode"],
 synflow = grid("synflow") + grid("synflow", iterations=1)
 one_round = ss.experiment.RunConfig.from_preset(run.preset, "synflow", 1, iterations=1).label
 rounds = report.effects(synflow, "SynFlow", one_round)
-tutorial.show(rounds, 2)
+tutorial.show(rounds, 2, title="SynFlow: 100 scoring rounds against one")
 emptied = report.collapsed_layers(synflow)
 tutorial.show(emptied, 1, title="Prunable layers left with no weight (mean over seeds)")
 tutorial.show_figure(report.accuracy_figure(synflow, with_survey=False),
@@ -166,7 +168,7 @@ for method, label in (("mag", "Mag"), ("snip", "SNIP")):
     records = grid(method, near(0.5, 1, 2)) + grid(method, near(0.5, 1, 2), scope="local")
     local = ss.experiment.RunConfig.from_preset(run.preset, method, 1, scope="local").label
     table = report.effects(records, label, local)
-    tutorial.show(table, 2)
+    tutorial.show(table, 2, title=f"{label}: one global threshold against one per layer")
     tutorial.glue_numbers(f"ablations_scope_{method}", high_effect=float(table["effect"].iloc[-1]),
                           verdict=judged(table, table.index[-1]))
 
@@ -181,7 +183,7 @@ for method, label in (("snip", "SNIP"), ("grasp", "GraSP")):
     records = grid(method, near(1, 2)) + grid(method, near(1, 2), prune_batches=10)
     more = ss.experiment.RunConfig.from_preset(run.preset, method, 1, prune_batches=10).label
     table = report.effects(records, label, more)
-    tutorial.show(table, 2)
+    tutorial.show(table, 2, title=f"{label}: scored on one batch against ten")
     tutorial.glue_numbers(f"ablations_data_{method}", high_effect=float(table["effect"].iloc[-1]),
                           verdict=judged(table, table.index[-1]))
 
@@ -201,7 +203,7 @@ rewinds = grid("imp", near(1, 2), iterations=2) + grid("imp", near(1, 2), iterat
 rewound = ss.experiment.RunConfig.from_preset(run.preset, "imp", 1, iterations=2,
                                               rewind=early).label
 table = report.effects(rewinds, "IMP (2 Iters)", rewound)
-tutorial.show(table, 2)
+tutorial.show(table, 2, title=f"IMP (2 Iters): rewound to initialization against step {early}")
 tutorial.glue_numbers("ablations_rewind", step=early, high_effect=float(table["effect"].iloc[-1]),
                       verdict=judged(table, table.index[-1]))
 
@@ -246,7 +248,7 @@ outcome = pd.DataFrame([{"candidate": name, "compression": r["config"]["compress
                         for name, records in tried.items() for r in records])
 outcome["at chance (10 %)?"] = [s != "finished" or a < 11 for s, a in
                                 zip(outcome["status"], outcome["accuracy (%)"])]
-tutorial.show(outcome.set_index("candidate"), 2)
+tutorial.show(outcome.set_index("candidate"), 2, title="Candidate explanations tried, and their outcome")
 chance = outcome[outcome["at chance (10 %)?"]]["candidate"].unique().tolist()
 tutorial.glue_numbers("ablations", chance_candidates=", ".join(chance) or "none",
                       chance_count=len(chance))
@@ -261,6 +263,6 @@ tutorial.glue_numbers("ablations", chance_candidates=", ".join(chance) or "none"
 from myst_nb import glue
 
 at_a_glance = pd.DataFrame(verdicts).set_index("variant")
-tutorial.show(at_a_glance, 2)
+tutorial.show(at_a_glance, 2, title="Every ablation at a glance: effect against seed spread")
 glue("ablations_summary_table", at_a_glance.style.format(precision=2)
      .format("{:g}", subset="compression").set_table_attributes('class="table"'), display=False)

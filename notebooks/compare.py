@@ -72,7 +72,8 @@ for name, spec in report.TABLES.items():
                  "cells compared": len(diffs), "mean absolute gap": diffs.mean()})
     tutorial.glue_numbers("compare", **{f"{name}_gap": float(diffs.mean()),
                                         f"{name}_cells": int(len(diffs))})
-tutorial.show(pd.DataFrame(gaps).set_index("table"), 3)
+tutorial.show(pd.DataFrame(gaps).set_index("table"), 3,
+              title="Mean absolute gap to the survey, per table")
 flops_agreement = report.ordering_agreement(records, "flops")
 tutorial.glue_numbers("compare",
                       flops_pairs_alike=float(flops_agreement["pairs ordered alike"].mean()))
@@ -119,7 +120,7 @@ print(f"dense accuracy {dense_accuracy:.2f} % (seeds {sorted(dense)}); data: "
 from myst_nb import glue
 
 agreement = report.ordering_agreement(records)
-tutorial.show(agreement, 2)
+tutorial.show(agreement, 2, title="Method pairs ordered as the survey orders them")
 glue("compare_agreement_table", agreement.style.format(precision=2).format_index("{:g}")
      .set_table_attributes('class="table"'), display=False)
 glue("compare_accuracy_table", report.beside_survey(records, "accuracy").style
@@ -139,7 +140,7 @@ edge = pd.DataFrame({"best one-shot": mean.loc[both, one_shot].idxmax(axis=1),
                      "best IMP": mean.loc[both, iterative].idxmax(axis=1),
                      "IMP accuracy": mean.loc[both, iterative].max(axis=1)})
 edge["IMP - one-shot"] = edge["IMP accuracy"] - edge["its accuracy"]
-tutorial.show(edge, 2)
+tutorial.show(edge, 2, title="Best IMP against best one-shot method, per compression")
 tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[0]),
                       imp_edge_high=float(edge["IMP - one-shot"].iloc[-1]),
                       best_one_shot_high=edge["best one-shot"].iloc[-1])
@@ -163,7 +164,7 @@ tutorial.glue_numbers("compare", collapsed_max=float(collapsed.max().max()),
 # %%
 layers = len(finished[0]["layer_densities"])
 depth = report.depth_profile(records, compression, last=min(4, layers // 2))
-tutorial.show(depth, 4)
+tutorial.show(depth, 4, title="Mean density of the first and the last prunable layers")
 tutorial.glue_numbers("compare", **{f"late_early_{report.label_key(method)}":
                                     float(row["late / early"]) for method, row in depth.iterrows()})
 
@@ -177,7 +178,8 @@ tutorial.glue_numbers("compare", **{f"late_early_{report.label_key(method)}":
 spread = pd.DataFrame({
     name: report.summary(report.uncontended(records, name), name)[0]
     .pipe(lambda t: t.max() / t.min()) for name in ("inference_time", "cpu_memory")})
-tutorial.show(spread.rename_axis("method"), 3)
+tutorial.show(spread.rename_axis("method"), 3,
+              title="Largest over smallest mean across compressions, per method")
 shared = [r for r in finished if report.contended(r, "inference_time")]
 tutorial.glue_numbers("compare", time_spread=float(spread["inference_time"].max()),
                       memory_spread=float(spread["cpu_memory"].max()),

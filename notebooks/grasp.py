@@ -68,7 +68,7 @@ tutorial.show_figure(report.score_figure(
 # spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4)
+tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
 
 # %% [markdown]
 # ## Its failure mode: a sign-biased mask
@@ -82,7 +82,7 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4)
 
 # %%
 positive = tutorial.positive_shares(model)
-tutorial.show(positive.to_frame(), 3)
+tutorial.show(positive.to_frame(), 3, title="Share of kept weights that are positive, per layer")
 layers = positive.drop("hidden layers").iloc[1:-1]  # the first and the classifier left out
 tutorial.glue_numbers("grasp", positive_share_max=float(layers.max()),
                       positive_share_hidden=float(positive["hidden layers"]))

@@ -51,7 +51,7 @@ run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
 arms = {"winning ticket": None, "random reinit": "reinit", "layerwise shuffle": "shuffle"}
 table = report.controls_table({name: tutorial.runs(run.configs(control=control), run.results)
                                for name, control in arms.items()})
-tutorial.show(table, 2)
+tutorial.show(table, 2, title="Winning ticket against its two controls")
 tutorial.show_figure(report.controls_figure(
     table, f"winning tickets against random tickets ({iters} IMP rounds)"), "lth_figure")
 

@@ -68,7 +68,7 @@ tutorial.show_figure(report.score_figure(
 # spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4)
+tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
 
 # %% [markdown]
 # ## Its failure mode: emptied layers
@@ -87,7 +87,8 @@ with warnings.catch_warnings():  # prune warns of each collapse; here the table 
         copy = tutorial.preset_model(run.preset)[0]
         kept = ss.pruners.prune(copy, "mag", c, scope=run.fields["scope"])
         emptied[c] = sum(int(m.sum()) == 0 for m in kept.values())
-tutorial.show(pd.DataFrame({"emptied layers": emptied}).rename_axis("compression"), 0)
+tutorial.show(pd.DataFrame({"emptied layers": emptied}).rename_axis("compression"), 0,
+              title="Prunable layers that global magnitude pruning empties")
 
 # %% [markdown]
 # ## Trained across the survey's compressions

@@ -64,7 +64,7 @@ tutorial.show_figure(report.score_figure(
 # Every layer keeps about the same fraction: the overall density.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4)
+tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
 
 # %% [markdown]
 # ## Its failure mode: small layers left with a handful of weights
@@ -79,7 +79,8 @@ for c in (1, 2):
     copy = tutorial.preset_model(run.preset)[0]
     counts = ss.pruners.prune(copy, "rand", c, seed=0)
     kept[f"kept at c = {c:g}"] = {n: int(m.sum()) for n, m in counts.items()}
-tutorial.show(pd.DataFrame(kept).rename_axis("layer").head(3), 0)
+tutorial.show(pd.DataFrame(kept).rename_axis("layer").head(3), 0,
+              title="Weights kept in the first three layers")
 
 # %% [markdown]
 # ## Trained across the survey's compressions

@@ -72,7 +72,8 @@ for c in (0.5, 1, 2):
                               ss.masks.get(model), 10**-c) for b in batches[:2]]
     shared = sum(int((a & b).sum()) for a, b in zip(pair[0].values(), pair[1].values()))
     overlap[c] = shared / sum(int(m.sum()) for m in pair[0].values())
-tutorial.show(pd.DataFrame({"kept weights in common": overlap}).rename_axis("compression"), 3)
+tutorial.show(pd.DataFrame({"kept weights in common": overlap}).rename_axis("compression"), 3,
+              title="Masks scored on two different batches: share of kept weights in common")
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -81,7 +82,8 @@ tutorial.show(pd.DataFrame({"kept weights in common": overlap}).rename_axis("com
 # spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches[:prune_batches]), 4)
+tutorial.show(tutorial.prune_once(run, model, batches[:prune_batches]), 4,
+              title="Density of each prunable layer")
 
 # %% [markdown]
 # ## Trained across the survey's compressions

@@ -78,7 +78,7 @@ storage = pd.DataFrame([{"compression": r["config"]["compression"],
                          **{f"{kind} storage (MiB)": r["metrics"][f"storage_{kind}_bytes"] / 2**20
                             for kind in ("dense", "csr", "bitmask")}} for r in records])
 storage = storage.groupby("compression").mean().sort_index()
-tutorial.show(storage, 3)
+tutorial.show(storage, 3, title="Storage of the pruned weights: dense, CSR and bitmask")
 sparsest = storage["density"].idxmin()
 tutorial.glue_numbers("sparsity", sparsest_density=float(storage.loc[sparsest, "density"]),
                       csr_ratio=float(storage.loc[sparsest, "dense storage (MiB)"]
@@ -101,7 +101,8 @@ rows = measured["result"]["rows"]
 print(f"measured on {measured['environment']['device_name']} "
       f"({measured['environment']['threads']} threads)")
 table = pd.DataFrame(rows).set_index(["batch", "compression"])
-tutorial.show(table.reset_index(level=0).rename_axis("compression"), 3)
+tutorial.show(table.reset_index(level=0).rename_axis("compression"), 3,
+              title="Dense against sparse inference, per batch and compression")
 tutorial.show_figure(report.sparse_speed_figure(rows), "sparsity_speed_figure")
 
 # %%

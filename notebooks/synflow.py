@@ -74,7 +74,7 @@ tutorial.show_figure(report.score_figure(
 # prunable weights; how they spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4)
+tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
 
 # %% [markdown]
 # ## Why the rounds: layer collapse in one shot
@@ -97,7 +97,8 @@ with warnings.catch_warnings():  # prune warns of each collapse; here the table 
             collapse.append({"compression": c, "rounds": rounds,
                              "smallest layer density": density,
                              "emptied layers": sum(int(m.sum()) == 0 for m in kept.values())})
-tutorial.show(pd.DataFrame(collapse).set_index("compression"), 5)
+tutorial.show(pd.DataFrame(collapse).set_index("compression"), 5,
+              title="Layer collapse against the number of scoring rounds")
 
 # %% [markdown]
 # ## Trained across the survey's compressions

@@ -272,7 +272,7 @@ def trained(run: Parameters, progress: bool = True, cache_dir=None, **more) -> l
     :func:`glue_accuracy`)."""
     records = runs(run.configs(**more), run.results, progress=progress, cache_dir=cache_dir)
     cells = every_seed(records, run.results)
-    show(table(cells, "accuracy"))
+    show(table(cells, "accuracy"), title="Top-1 test accuracy (%)")
     show_figure(accuracy_figure(cells))
     glue_accuracy(run.method, cells)
     return records
