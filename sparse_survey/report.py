@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from . import pruners
+from . import dynamic, pruners
 from .experiment import RunConfig
 from .profile import contended as profile_contended
 
@@ -32,6 +32,8 @@ ONE_SHOT = [method.label for method in pruners.METHODS.values()]  # the survey's
 IMP_LABEL = re.compile(r"IMP \((\d+) Iters")  # IMP's column, variants and controls
 TRAIN_MODE_BN = [RunConfig.from_preset("smoke", name, 1, bn_mode="train").label
                  for name, method in pruners.METHODS.items() if method.needs_data]
+# The sparse-from-scratch methods (SET, RigL), the third family beside the survey's two.
+DYNAMIC = [RunConfig.from_preset("smoke", name, 1).label for name in dynamic.METHODS]
 
 
 class Table(NamedTuple):
@@ -110,9 +112,10 @@ def survey_runs(records: list[dict]) -> list[dict]:
     """The records of the survey's own columns (the five one-shot methods and IMP with k rounds,
     each with the survey's settings) and, as columns of their own, the methods that score on data
     scored with BatchNorm in train mode as their authors' code does (:data:`TRAIN_MODE_BN`, the
-    one hidden choice the ablations show to move the results). Without the Lottery Ticket
-    controls (the LTH notebook shows them) and the other variants (the ablations notebook)."""
-    return [r for r in records if r["label"] in ONE_SHOT or r["label"] in TRAIN_MODE_BN
+    one hidden choice the ablations show to move the results) and the methods that train sparse
+    from scratch (:data:`DYNAMIC`). Without the controls (the LTH and sanity-check notebooks
+    show them) and the other variants (the ablations notebook)."""
+    return [r for r in records if r["label"] in (*ONE_SHOT, *TRAIN_MODE_BN, *DYNAMIC)
             or re.fullmatch(r"IMP \(\d+ Iters\)", r["label"])]
 
 
@@ -148,7 +151,8 @@ def label_key(label: str) -> str:
 
 def ordered_labels(labels) -> list[str]:
     """Method labels in the survey's order: the one-shot methods as registered, each followed by
-    its variants, then IMP by rounds (its variants and controls after it), then the rest."""
+    its variants, then IMP by rounds (its variants and controls after it), then the methods that
+    train sparse from scratch (:data:`DYNAMIC`, as registered), then the rest."""
     def rank(label: str) -> tuple:
         base = next((i for i, name in enumerate(ONE_SHOT)
                      if label == name or label.startswith((f"{name} (", f"{name}, "))), None)
@@ -157,7 +161,9 @@ def ordered_labels(labels) -> list[str]:
         imp = IMP_LABEL.match(label)
         if imp:
             return 1, int(imp.group(1)), label != f"{imp.group(0)})", label
-        return 2, 0, False, label
+        if label in DYNAMIC:
+            return 2, DYNAMIC.index(label), False, label
+        return 3, 0, False, label
 
     return sorted(set(labels), key=rank)
 

@@ -403,17 +403,18 @@ def test_effects_spread_and_verdict_match_hand_computed_values():
 
 
 def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
-    labels = ["IMP (2 Iters)", "IMP (2 Iters), random reinit", "GraSP (train-mode BN)",
-              "SNIP (train-mode BN)", "SNIP (local scope)", "SynFlow (1 round)", "GraSP",
-              "GraSP, inverted scores"]
+    labels = ["RigL (ERK)", "IMP (2 Iters)", "IMP (2 Iters), random reinit",
+              "GraSP (train-mode BN)", "SNIP (train-mode BN)", "SNIP (local scope)",
+              "SynFlow (1 round)", "GraSP", "GraSP, inverted scores", "SET (ERK)"]
     records = [fabricated(label, "imp" if "IMP" in label else "grasp", 1, 0, 0.8, 1.0)
                for label in labels]
     assert [r["label"] for r in report.survey_runs(records)] == [
-        "IMP (2 Iters)", "GraSP (train-mode BN)", "SNIP (train-mode BN)", "GraSP"]
+        "RigL (ERK)", "IMP (2 Iters)", "GraSP (train-mode BN)", "SNIP (train-mode BN)", "GraSP",
+        "SET (ERK)"]
     assert list(report.summary(records, "accuracy")[0].columns) == [  # beside their method
         "SNIP (local scope)", "SNIP (train-mode BN)", "GraSP", "GraSP (train-mode BN)",
         "GraSP, inverted scores", "SynFlow (1 round)", "IMP (2 Iters)",
-        "IMP (2 Iters), random reinit"]
+        "IMP (2 Iters), random reinit", "SET (ERK)", "RigL (ERK)"]
 
 
 def test_a_compiled_sweep_compiles_the_architecture_once(tmp_path):

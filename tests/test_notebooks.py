@@ -119,7 +119,7 @@ def test_compare_run_from_the_notebooks_folder_reads_the_repositorys_laptop_reco
                                progress_bar=False)
     values = glued(json.loads(out.read_text()))
     committed = report.survey_runs(Store(NOTEBOOKS.parent / "results").records("laptop"))
-    grid = [r for r in committed if r["label"] not in report.TRAIN_MODE_BN
+    grid = [r for r in committed if r["label"] not in (*report.TRAIN_MODE_BN, *report.DYNAMIC)
             and r["config"]["seed"] == 0]
     assert len(grid) == 48  # the survey's grid: 5 one-shot x 6 + IMP 3 x 6
     assert int(values["compare_runs"]) == len(committed)
