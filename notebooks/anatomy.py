@@ -33,7 +33,6 @@ num_classes: int = 10  # outputs
 
 # %%
 import pandas as pd
-from IPython.display import Markdown, display
 from myst_nb import glue
 
 import sparse_survey as ss
@@ -49,7 +48,7 @@ table = pd.DataFrame({"shape": {n: " x ".join(map(str, w.shape))
                       "weights": weights, "MACs per image": macs})
 table["% of weights"] = 100 * table["weights"] / table["weights"].sum()
 table["% of MACs"] = 100 * table["MACs per image"] / table["MACs per image"].sum()
-display(Markdown(report.markdown(table.rename_axis("layer"), 1)))
+tutorial.show(table.rename_axis("layer"), 1, title=f"Where {model_name}'s weights and compute sit")
 total = sum(p.numel() for p in model.parameters())
 print(f"{total:,} parameters, {sum(weights.values()):,} prunable; "
       f"{sum(macs.values()) / 1e6:.1f} M multiply-accumulates per image")

@@ -50,23 +50,31 @@ seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions"
 rounds = [tutorial.count(k, "iters") for k in (iters if isinstance(iters, list) else [iters])]
 
 
-def stored(method, **fields):
+def trained(method):
     """Seed 0 at every compression, every seed at the seeded compressions."""
-    configs = run.configs(method, seeds=run.seeds[:1], **fields)
-    configs += run.configs(method, seeded, run.seeds[1:], **fields)
+    configs = run.configs(method, seeds=run.seeds[:1])
+    configs += run.configs(method, seeded, run.seeds[1:])
     return tutorial.runs(configs, run.results)
+
+
+def beside(method, **fields):
+    """Seed 0 at every compression (trained where missing), with every other seed the store
+    holds for those cells: the one definition of a cell every page quotes."""
+    records = tutorial.runs(run.configs(method, seeds=run.seeds[:1], **fields), run.results)
+    return tutorial.every_seed(records, run.results)
 
 
 # %% [markdown]
 # ## The runs
 #
-# SET and RigL are trained here (each a stored run); the one-shot methods and IMP come from the
-# same store, as the survey's grid stored them (they are trained here too where missing).
+# SET and RigL are trained here (each a stored run). The one-shot methods and IMP come from the
+# same store, as the survey's grid stored them: seed 0 (trained here where missing) and whatever
+# other seeds are stored for the same cells.
 
 # %%
-dynamic = {method: stored(method) for method in ss.dynamic.METHODS}
-one_shot = [r for method in ss.pruners.METHODS for r in stored(method)]
-imp = [r for k in rounds for r in stored("imp", iterations=k)]
+dynamic = {method: trained(method) for method in ss.dynamic.METHODS}
+one_shot = [r for method in ss.pruners.METHODS for r in beside(method)]
+imp = [r for k in rounds for r in beside("imp", iterations=k)]
 records = [r for arm in dynamic.values() for r in arm] + one_shot + imp
 tutorial.glue_numbers("scratch", runs=len(records))
 tutorial.show(report.table(records, "accuracy").T.rename_axis("method")
@@ -86,9 +94,16 @@ moved = pd.DataFrame([{"method": r["label"], "compression": r["config"]["compres
                        "seed": r["config"]["seed"], **r["connectivity"]}
                       for arm in dynamic.values() for r in arm if r["status"] == "finished"])
 summary = (moved.groupby(["method", "compression"])
-           [["updates", "update_every", "moves_per_connection", "new_fraction"]].mean())
-tutorial.show(summary.reset_index("compression"), 2, title="Connectivity updates, per cell")
+           [["updates", "update_every", "moves_per_connection", "new_fraction"]].mean()
+           .rename(columns={"update_every": "every (steps)", "moves_per_connection": "moves per kept",
+                            "new_fraction": "new at the end"}))
+tutorial.show(summary.reset_index("compression"), 2,
+              title="Connectivity updates, per cell (mean over seeds)")
+by_compression = moved.groupby("compression")["new_fraction"].mean()
 tutorial.glue_numbers("scratch", new_fraction_max=float(moved["new_fraction"].max()),
+                      new_fraction_low=float(by_compression.iloc[0]),
+                      new_fraction_high=float(by_compression.iloc[-1]),
+                      moves_per_connection=float(moved["moves_per_connection"].mean()),
                       updates=int(moved["updates"].median()))
 
 # %% [markdown]
@@ -97,8 +112,13 @@ tutorial.glue_numbers("scratch", new_fraction_max=float(moved["new_fraction"].ma
 # A one-shot method and a dynamic sparse training each cost one training; IMP with $k$ rounds
 # costs $k + 1$ (the dense training, then one per round). Accuracy against the trainings each
 # method paid for, at the seeded compressions: a method to the upper left buys more for less.
-# The measured training time per run stands beside it (the dynamic methods pay for their
-# updates: RigL one dense gradient per update, which the step computes anyway).
+#
+# The cost is counted in trainings, not seconds: a dynamic method's updates are 20 sorts of each
+# layer's weights in a training of thousands of steps (RigL's dense gradient is one the step
+# computes anyway), and the stored records were not all made on one machine. Machines that
+# report the same CPU model name can differ in their vector instructions, and with them the
+# speed of every kernel; records now say which (`environment.cpu_capability`), the earlier ones
+# do not, so their seconds are not set side by side here.
 
 # %%
 def trainings(label):
@@ -107,13 +127,17 @@ def trainings(label):
 
 
 finished = [r for r in records if r["status"] == "finished"]
-costs = pd.DataFrame([{"method": r["label"], "trainings": trainings(r["label"]),
-                       "training time per run (s)": r["timings"]["train_s"]} for r in finished])
-costs = costs.groupby("method").mean().loc[lambda t: report.ordered_labels(t.index)]
-tutorial.show(costs, 0, title="Trainings per run and training time per run")
+costs = pd.DataFrame({"trainings per run": {label: trainings(label) for label in
+                                            report.ordered_labels(r["label"] for r in finished)}})
+tutorial.show(costs.rename_axis("method"), 0, title="Trainings per run")
 tutorial.show_figure(report.cost_accuracy_figure(records, seeded, trainings),
                      "scratch_cost_figure")
 mean = report.summary(records, "accuracy")[0]
+survey_one_shot = [label for label in report.ONE_SHOT if label in mean.columns]
 for c in seeded:
-    tutorial.glue_numbers("scratch", **{f"{report.label_key(label)}_c{c:g}".replace(".", "_"):
-                                        float(mean.at[c, label]) for label in mean.columns})
+    at = f"c{c:g}".replace(".", "_")
+    best = mean.loc[c, survey_one_shot].idxmax()
+    tutorial.glue_numbers("scratch", **{f"{report.label_key(label)}_{at}": float(mean.at[c, label])
+                                        for label in mean.columns},
+                          **{f"best_one_shot_{at}": best,
+                             f"best_one_shot_accuracy_{at}": float(mean.at[c, best])})

@@ -32,7 +32,7 @@ from . import __version__, dynamic, lottery, masks, models, pruners
 from . import data as datasets
 from .data import ImageSet, Loader
 from .profile import device_name, profile, timed
-from .train import Recipe, dead_channels, device_of, fit, resolve_precision
+from .train import Recipe, bf16_supported, dead_channels, device_of, fit, resolve_precision
 
 SCHEMA = 4  # 2: one field, ``iterations``, for IMP's and a one-shot method's rounds; 3: precision;
 # 4: the recipe's label_smoothing
@@ -526,7 +526,10 @@ def weight_histograms(model: torch.nn.Module, bins: int = 40) -> dict[str, dict]
 
 
 def environment(device: torch.device) -> dict:
-    """Package versions, device, threads, cores and git commit: where a record came from."""
+    """Package versions, device, threads, cores, git commit and the CPU's vector instructions as
+    torch dispatches them (``cpu_capability``: e.g. AVX2 or AVX512; machines that share a model
+    name can differ in it, and with it the speed of every kernel): where a record came from, so
+    that timings from different machines are never read as one."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
@@ -535,4 +538,6 @@ def environment(device: torch.device) -> dict:
     return {"sparse_survey": __version__, "torch": torch.__version__,
             "numpy": np.__version__, "python": platform.python_version(),
             "device": str(device), "device_name": device_name(device), "git_commit": commit,
-            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "host": platform.node()}
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "host": platform.node(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_hardware": bf16_supported(device)}

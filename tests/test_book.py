@@ -210,13 +210,14 @@ def test_stderr_in_the_executed_notebooks_is_progress_bars_only():
 
 def test_every_table_in_the_executed_notebooks_has_a_title():
     """A table an executed notebook shows (markdown output, :func:`tutorial.show`) opens with a
-    bold title line, so a reader who lands on it knows what it measures."""
+    bold title line or a heading, so a reader who lands on it knows what it measures."""
     untitled = []
     for path in sorted((ROOT / "book" / "executed").glob("*.ipynb")):
         notebook = json.loads(path.read_text())
         for cell in notebook["cells"]:
             for output in cell.get("outputs", []):
                 text = "".join(output.get("data", {}).get("text/markdown", ""))
-                if re.search(r"^\|.*\|\s*$", text, re.MULTILINE) and not text.startswith("**"):
+                titled = text.startswith(("**", "#"))
+                if re.search(r"^\|.*\|\s*$", text, re.MULTILINE) and not titled:
                     untitled.append(f"{path.name}: {text.splitlines()[0][:80]!r}")
     assert not untitled, "tables without a title:\n" + "\n".join(untitled)

@@ -42,6 +42,8 @@ def test_a_smoke_sweep_produces_records_and_tables(swept):
                 "time_s", "cpu_rss_peak_bytes"):
         assert math.isfinite(record["metrics"][key])
     assert record["environment"]["torch"] and record["environment"]["device"] == "cpu"
+    assert record["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["environment"]["bf16_hardware"] is train.bf16_supported("cpu")
     accuracy = report.table(Store(root).records("smoke"), "accuracy")
     assert list(accuracy.columns) == ["Mag", "SNIP"] and list(accuracy.index) == [0.5, 1.0]
     assert all(float(v) > 10 for v in accuracy.to_numpy().flatten())

@@ -52,8 +52,10 @@ GLUED = {
                       "sanity_snip_invertedscores_c1_effect", "sanity_shuffle_pairs",
                       "sanity_density_figure", "sanity_synflow_iou_high"],
     "from_scratch": ["scratch_runs", "scratch_accuracy_figure", "scratch_new_fraction_max",
+                     "scratch_moves_per_connection", "scratch_new_fraction_high",
                      "scratch_updates", "scratch_cost_figure", "scratch_riglerk_c1",
-                     "scratch_seterk_c1", "scratch_imp2iters_c1"],
+                     "scratch_seterk_c1", "scratch_imp2iters_c1", "scratch_best_one_shot_c1",
+                     "scratch_best_one_shot_accuracy_c1"],
     "sparsity": ["sparsity_time_spread", "sparsity_csr_ratio", "sparsity_crossover_b1",
                  "sparsity_best_speedup_b8"],
 }
