@@ -460,7 +460,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     try:
         records = sweep(configs, store, args.backend, args.address, args.cache_dir,
                         progress=not args.no_progress, time_budget=args.time_budget,
-                        data_root=args.data_root, retry_diverged=args.retry_diverged)
+                        data_root=args.data_root, retry_diverged=args.retry_diverged,
+                        other_precision=bool(args.precision) or "precision" in grid)
     except KeyboardInterrupt:
         done = todo - sum(not store.done(c, args.retry_diverged) for c in configs)
         print(f"\ninterrupted after {time.perf_counter() - start:.0f} s: {done} run(s) finished "

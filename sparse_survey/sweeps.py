@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from . import dynamic, pruners
-from .experiment import RunConfig, config_dict, dataset, run
+from .experiment import PRESETS, RunConfig, config_dict, dataset, run
 from .profile import device_name
 from .store import Store, write_json
 
@@ -138,10 +138,22 @@ def unique(configs: list[RunConfig]) -> list[RunConfig]:
     return list({c.key: c for c in configs}.values())
 
 
+def stored_at_other_precision(configs: list[RunConfig], store: Store) -> list[RunConfig]:
+    """The configs of presets whose precision is ``auto`` (the machine's) that the store does not
+    hold but holds finished at the other precision (fp32 for a bf16 config, bf16 for an fp32
+    one): on a machine whose ``auto`` differs from the one that made a grid (no bf16 hardware
+    here, say), each would train its cell again under a new key rather than continue the grid."""
+    other = {"fp32": "bf16", "bf16": "fp32"}
+    return [c for c in configs
+            if c.preset in PRESETS and PRESETS[c.preset].precision == "auto"
+            and not store.done(c) and store.done(replace(c, precision=other[c.precision]))]
+
+
 def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
           address: str | None = None, cache_dir=None, progress: bool = True,
           time_budget: float | None = None, data_root=None,
-          retry_diverged: bool = False, run_progress: bool = True) -> list[dict]:
+          retry_diverged: bool = False, run_progress: bool = True,
+          other_precision: bool = False) -> list[dict]:
     """Run every config that is not done in the store (:meth:`Store.done`: failed runs and broken
     records are run again, diverged ones too with ``retry_diverged``) and store each record as it
     arrives; return the new records. With ``progress``, a bar counts the runs, and under it (with
@@ -161,7 +173,12 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
     :func:`estimate_seconds` from the runs finished in this call and the stored runs of the same
     presets on this device. The run in flight always finishes and is stored; the runs left wait
     for the next call; when not one run fits, that is a ValueError saying what would. ``data_root``
-    says where CIFAR-10 is (see :func:`run`)."""
+    says where CIFAR-10 is (see :func:`run`).
+
+    A config whose cell the store holds at the other precision (see
+    :func:`stored_at_other_precision`) is a ValueError before any training, unless
+    ``other_precision`` (the precision was chosen): say which to run, rather than repeat a
+    stored grid."""
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; known: local, ray")
     if time_budget is not None and (backend != "local" or not time_budget > 0):
@@ -173,6 +190,16 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
     for preset in sorted({c.preset for c in configs}):
         store.check_writable(preset)
         store.rekey(preset)
+    twins = [] if other_precision else stored_at_other_precision(configs, store)
+    if twins:
+        ran = {"fp32": "bf16", "bf16": "fp32"}[twins[0].precision]
+        raise ValueError(
+            f"{len(twins)} of these runs are stored at preset {twins[0].preset} in {ran}, and "
+            f"here they would run in {twins[0].precision} (this machine's precision; bf16 "
+            f"hardware: {'yes' if twins[0].precision == 'bf16' else 'no'}), as new runs beside "
+            f"them. Say which: --precision {ran} continues the stored grid (bf16 without bf16 "
+            f"hardware is slow), --precision {twins[0].precision} adds "
+            f"{twins[0].precision} runs beside it")
     pending = [c for c in configs if not store.done(c, retry_diverged)]
     if backend == "local":  # load the data now: a missing or damaged data set stops here
         for name, limit in sorted({(c.dataset, c.limit_per_class) for c in pending}, key=str):

@@ -62,6 +62,36 @@ def test_running_the_sweep_again_does_no_work(swept, monkeypatch):
     assert sweeps.sweep(configs, Store(root), progress=False) == []
 
 
+def test_a_sweep_does_not_repeat_a_grid_stored_at_the_other_precision(swept, monkeypatch):
+    """The smoke preset's precision is the machine's (``auto``): on a machine of the other kind
+    its stored cells would each train again under a new key. The sweep refuses, naming both
+    ways on, until the precision is chosen; a pinned preset (laptop: fp32) is left alone."""
+    root, configs, _ = swept
+    other = {"fp32": "bf16", "bf16": "fp32"}[configs[0].precision]
+    elsewhere = [replace(c, precision=other) for c in configs]
+    assert sweeps.stored_at_other_precision(elsewhere, Store(root)) == elsewhere
+    assert sweeps.stored_at_other_precision(configs, Store(root)) == []  # stored as they are
+    with pytest.raises(ValueError, match=f"--precision {configs[0].precision} continues the "
+                                         f"stored grid.*--precision {other} adds"):
+        sweeps.sweep(elsewhere, Store(root), progress=False)
+
+    class Started(Exception):
+        pass
+
+    def started(*_args, **_kwargs):
+        raise Started
+
+    monkeypatch.setattr(sweeps, "run", started)
+    with pytest.raises(Started):  # chosen: the runs start
+        sweeps.sweep(elsewhere, Store(root), progress=False, other_precision=True)
+    laptop = RunConfig.from_preset("laptop", "mag", 1)
+    Store(root).write({**json.loads(next((root / "smoke").glob("*.json")).read_text()),
+                       "key": laptop.key, "config": config_dict(laptop)})
+    assert Store(root).done(laptop)
+    assert sweeps.stored_at_other_precision([replace(laptop, precision="bf16")],
+                                            Store(root)) == []
+
+
 def test_a_killed_run_leaves_no_partial_file_and_the_rerun_completes(configs, tmp_path,
                                                                      monkeypatch):
     store = Store(tmp_path)
