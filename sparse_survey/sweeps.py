@@ -41,6 +41,7 @@ ONE_SHOT_FIELDS = {"scope": "scope", "scoring_rounds": "iterations",
 IMP_FIELDS = {"rewind": "rewind", "control": "control"}
 EVERY_RUN_FIELDS = {"precision": "precision"}
 RUN_FIELDS = {**ONE_SHOT_FIELDS, **IMP_FIELDS, **EVERY_RUN_FIELDS}
+OTHER_PRECISION = {"fp32": "bf16", "bf16": "fp32"}
 
 
 def load_grid(spec: str | os.PathLike | dict) -> dict:
@@ -143,10 +144,9 @@ def stored_at_other_precision(configs: list[RunConfig], store: Store) -> list[Ru
     hold but holds finished at the other precision (fp32 for a bf16 config, bf16 for an fp32
     one): on a machine whose ``auto`` differs from the one that made a grid (no bf16 hardware
     here, say), each would train its cell again under a new key rather than continue the grid."""
-    other = {"fp32": "bf16", "bf16": "fp32"}
     return [c for c in configs
-            if c.preset in PRESETS and PRESETS[c.preset].precision == "auto"
-            and not store.done(c) and store.done(replace(c, precision=other[c.precision]))]
+            if c.preset in PRESETS and PRESETS[c.preset].precision == "auto" and not store.done(c)
+            and store.done(replace(c, precision=OTHER_PRECISION[c.precision]))]
 
 
 def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
@@ -192,7 +192,7 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
         store.rekey(preset)
     twins = [] if other_precision else stored_at_other_precision(configs, store)
     if twins:
-        ran = {"fp32": "bf16", "bf16": "fp32"}[twins[0].precision]
+        ran = OTHER_PRECISION[twins[0].precision]
         raise ValueError(
             f"{len(twins)} of these runs are stored at preset {twins[0].preset} in {ran}, and "
             f"here they would run in {twins[0].precision} (this machine's precision; bf16 "
