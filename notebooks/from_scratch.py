@@ -114,7 +114,7 @@ tutorial.glue_numbers("scratch", new_fraction_max=float(moved["new_fraction"].ma
 # method paid for, at the seeded compressions: a method to the upper left buys more for less.
 #
 # The cost is counted in trainings, not seconds: a dynamic method's updates are 20 sorts of each
-# layer's weights in a training of thousands of steps (RigL's dense gradient is one the step
+# layer's weights in a training of hundreds of steps or more (RigL's dense gradient is one the step
 # computes anyway), and the stored records were not all made on one machine. Machines that
 # report the same CPU model name can differ in their vector instructions, and with them the
 # speed of every kernel; records now say which (`environment.cpu_capability`), the earlier ones
