@@ -111,24 +111,30 @@ print(json.dumps(profile.inference_time(model, test, torch.device("cpu"), 256, r
 def test_inference_time_does_not_depend_on_what_the_process_allocated_before():
     """The same model timed in fresh processes and in processes whose allocator history differs:
     with the allocator pinned, none touches new memory in its timed passes, and the fastest pass
-    of each history agrees within 10 % (three processes each, since two processes of the same
-    history can differ by more than that on a shared machine)."""
+    of each history agrees within 10 %.
+
+    The fastest pass of a history is its floor: more processes only bring it closer to the floor,
+    so processes are added (alternating histories, three to eight each) until the floors agree.
+    A shared machine can slow one process by more than 10 % (CI once saw 0.63 s against 0.57 s
+    after three each); a history that mattered (unpinned: about 2 s against 3 s, issue 19) moves
+    the floor itself, and no number of processes brings the two together."""
     runs = {"fresh": [], "churned": []}
-    for _ in range(3):  # alternating processes: the fastest of each history is compared
+    for attempt in range(8):
         for history, found in runs.items():
             out = subprocess.run([sys.executable, "-c", HISTORY, history], capture_output=True,
                                  text=True, timeout=300)
             assert out.returncode == 0, out.stderr
             found.append(json.loads(out.stdout))
+        floor = {h: min(t["time_s_min"] for t in found) for h, found in runs.items()}
+        if attempt >= 2 and 0.9 < floor["fresh"] / floor["churned"] < 1.1:
+            break
     assert all(t["allocator_pinned"] and t["inference_precision"] == "fp32"
                for found in runs.values() for t in found)
-    timed = {h: min(found, key=lambda t: t["time_s_min"]) for h, found in runs.items()}
     faults = {h: max(t["time_passes_minor_faults"] for t in found) for h, found in runs.items()}
     # unpinned, these five passes fault 300,000-500,000 pages (about 400 MB a pass); pinned,
     # none, or a few thousand once when a thread's heap first grows
     assert all(f < 10_000 for f in faults.values()), faults
-    ratio = timed["fresh"]["time_s_min"] / timed["churned"]["time_s_min"]
-    assert 0.9 < ratio < 1.1, timed
+    assert 0.9 < floor["fresh"] / floor["churned"] < 1.1, (floor, len(runs["fresh"]))
 
 
 def test_dead_batchnorm_channels_are_counted_and_a_run_warns_of_them(monkeypatch):
