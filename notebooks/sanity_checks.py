@@ -131,6 +131,30 @@ for row in rows:
     tutorial.glue_numbers("sanity", **{f"{key}_effect": float(row["effect"])})
 
 # %% [markdown]
+# ## How far each method sits from pruning after training
+#
+# Each method's accuracy minus that of IMP with one round (the same density, found by magnitude
+# after a training, rewound and retrained) at each seeded compression: negative where pruning at
+# initialization falls short of pruning after training, judged by the same rule.
+
+# %%
+gaps = []
+for method, records in arms.items():
+    base = label(method)
+    effects = report.effects(reference + records[None], reference_label, base)
+    for c in seeded:
+        if c not in effects.index:
+            continue
+        judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
+        gaps.append({"method": base, "compression": c, "method - IMP (1 round)":
+                     effects.at[c, "effect"], "seeds": effects.at[c, "seeds"],
+                     "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
+        key = f"{report.label_key(base)}_after_training_c{c:g}".replace(".", "_")
+        tutorial.glue_numbers("sanity", **{f"{key}_gap": float(effects.at[c, "effect"])})
+tutorial.show(pd.DataFrame(gaps).set_index("method"), 2,
+              title=f"Each method against pruning after training ({reference_label}), points")
+
+# %% [markdown]
 # ## What the shuffle keeps, and where inverting puts the weights
 #
 # Shuffling moves weights only within a layer, so a shuffled mask has its method's per-layer
