@@ -46,6 +46,8 @@ import numpy as np
 import pandas as pd
 
 import sparse_survey as ss
+from myst_nb import glue
+
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
@@ -148,11 +150,40 @@ for method, records in arms.items():
         judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
         gaps.append({"method": base, "compression": c, "method - IMP (1 round)":
                      effects.at[c, "effect"], "seeds": effects.at[c, "seeds"],
+                     "judged by": judged_by,
                      "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
         key = f"{report.label_key(base)}_after_training_c{c:g}".replace(".", "_")
         tutorial.glue_numbers("sanity", **{f"{key}_gap": float(effects.at[c, "effect"])})
 tutorial.show(pd.DataFrame(gaps).set_index("method"), 2,
               title=f"Each method against pruning after training ({reference_label}), points")
+
+# %% [markdown]
+# ## At a glance
+#
+# Every judged effect above in one table, in points: a control's effect (control minus method)
+# and the method's distance to pruning after training (method minus IMP with one round), per
+# seeded compression; "matters" marks an effect of more than twice the spread it is judged by.
+
+# %%
+def judged(effect, spread):
+    if math.isnan(spread):
+        return f"{effect:+.1f} (no spread)"
+    return f"{effect:+.1f}" + (" matters" if abs(effect) > 2 * spread else "")
+
+
+glance = pd.DataFrame(
+    [{"method": r["method"], "against": f"{r['control']} - method",
+      "compression": r["compression"], "effect": judged(r["effect"], r["judged by"])}
+     for r in rows]
+    + [{"method": g["method"], "against": f"method - {reference_label}",
+        "compression": g["compression"], "effect": judged(g["method - IMP (1 round)"],
+                                                          g["judged by"])} for g in gaps])
+glance = glance.pivot_table(index=["method", "against"], columns="compression", values="effect",
+                            aggfunc="first", sort=False).rename(columns=lambda c: f"c = {c:g}")
+glance = glance.rename_axis(columns=None).reset_index(level="against")
+tutorial.show(glance, title="Every control's effect and each method's distance to pruning "
+              "after training (points)")
+glue("sanity_glance_table", glance.style.set_table_attributes('class="table"'), display=False)
 
 # %% [markdown]
 # ## What the shuffle keeps, and where inverting puts the weights

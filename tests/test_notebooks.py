@@ -51,7 +51,7 @@ GLUED = {
                       "sanity_snip_figure", "sanity_mag_layerwiseshuffle_c1_effect",
                       "sanity_snip_invertedscores_c1_effect", "sanity_shuffle_pairs",
                       "sanity_density_figure", "sanity_synflow_iou_high",
-                      "sanity_mag_after_training_c1_gap"],
+                      "sanity_mag_after_training_c1_gap", "sanity_glance_table"],
     "from_scratch": ["scratch_runs", "scratch_accuracy_figure", "scratch_new_fraction_max",
                      "scratch_moves_per_connection", "scratch_new_fraction_high",
                      "scratch_updates", "scratch_cost_figure", "scratch_riglerk_c1",
