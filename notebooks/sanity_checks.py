@@ -61,10 +61,12 @@ CONTROLS = ("shuffle", "reinit", "invert")
 
 
 def stored(method, **fields):
-    """The records of one arm: seed 0 at every compression, every seed at the seeded ones."""
+    """The records of one arm: seed 0 at every compression, every seed at the seeded ones (run
+    here when not stored), and every other seed the store holds for those cells, so that a
+    cell's number is the mean over all its stored seeds, as on every page of the book."""
     configs = run.configs(method, seeds=run.seeds[:1], **fields)
     configs += run.configs(method, seeded, run.seeds[1:], **fields)
-    return tutorial.runs(configs, run.results)
+    return tutorial.every_seed(tutorial.runs(configs, run.results), run.results)
 
 
 def label(method, **fields):
