@@ -438,12 +438,13 @@ def accuracy_figure(records: list[dict], path: Path | None = None, with_survey: 
     survey = survey_numbers("accuracy") if with_survey else None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, method in enumerate(mean.columns):
-        color = f"C{i}"
+        style = series_style(i)
         m, s = mean[method], std[method].fillna(0)
-        ax.plot(m.index, m, "-o", color=color, label=method, markersize=4)
-        ax.fill_between(m.index, m - s, m + s, color=color, alpha=0.2)
+        ax.plot(m.index, m, label=method, markersize=4, **style)
+        ax.fill_between(m.index, m - s, m + s, color=style["color"], alpha=0.2)
         if survey is not None and method in survey:
-            ax.plot(survey.index, survey[method], "o", mfc="none", color=color, alpha=0.7)
+            ax.plot(survey.index, survey[method], style["marker"], mfc="none",
+                    color=style["color"], alpha=0.7)
     ax.set_xscale("symlog", linthresh=0.05)
     ax.set_xlabel("compression c (density 10^-c)")
     ax.set_ylabel("top-1 test accuracy (%)")
@@ -466,8 +467,8 @@ def layer_density_figure(records: list[dict], compression: float, path: Path | N
         runs = [r["layer_densities"] for r in chosen if r["label"] == method]
         layers = list(runs[0])
         density = np.mean([[run[n] for n in layers] for run in runs], axis=0)
-        ax.plot(range(1, len(layers) + 1), density, "-o", color=f"C{i}", label=method,
-                markersize=4)
+        ax.plot(range(1, len(layers) + 1), density, label=method, markersize=4,
+                **series_style(i))
     ax.set_yscale("log")
     ax.set_xticks(range(1, len(layers) + 1))
     ax.set_xlabel("prunable layer (input to output)")
@@ -599,7 +600,8 @@ def cost_accuracy_figure(records: list[dict], compressions: list[float],
                 continue
             ax.errorbar(trainings(method), mean.at[c, method],
                         yerr=0 if math.isnan(std.at[c, method]) else std.at[c, method],
-                        fmt="o", color=f"C{i % 10}", capsize=3, label=method)
+                        fmt=series_style(i)["marker"], color=series_style(i)["color"],
+                        capsize=3, label=method)
         ax.set_xlabel("trainings per run")
         ax.set_ylabel("top-1 test accuracy (%)")
         ax.set_title(f"compression {c:g} (density {10 ** -c:.3g})")
@@ -620,9 +622,10 @@ def cost_figure(records: list[dict], path: Path | None = None):
         for ax, name in zip(axes, ("inference_time", "cpu_memory")):
             for shared in (False, True):
                 picked = [r for r in mine if bool(contended(r, name)) == shared]
+                style = series_style(i)
                 ax.plot([r["metrics"]["density"] for r in picked],
-                        [TABLES[name].value(r) for r in picked], "o", color=f"C{i}",
-                        mfc="none" if shared else f"C{i}",
+                        [TABLES[name].value(r) for r in picked], style["marker"],
+                        color=style["color"], mfc="none" if shared else style["color"],
                         label=None if shared or not picked else method)
     for ax, label in zip(axes, ("inference time, test set (s)", "peak resident memory (MiB)")):
         ax.set_xscale("log")
@@ -634,6 +637,15 @@ def cost_figure(records: list[dict], path: Path | None = None):
     axes[1].set_title("peak resident memory of inference", fontsize=9)
     axes[1].legend(fontsize=7)
     return _save(fig, path)
+
+
+def series_style(i: int) -> dict:
+    """How the ``i``-th method of a figure is drawn: matplotlib's ten default colours, then the
+    same colours again with dashed lines and square markers, so that the results figure's twelve
+    methods and more never share a look (the eleventh would otherwise repeat the first)."""
+    again = (i // 10) % 2
+    return {"color": f"C{i % 10}", "linestyle": "--" if again else "-",
+            "marker": "s" if again else "o"}
 
 
 def _save(fig, path: Path | None):

@@ -310,6 +310,17 @@ def fabricated(label, method, compression, seed, accuracy, time_s, status="finis
             "timings": {"prune_s": time_s / 10}, "environment": {"cpus": 2}}
 
 
+def test_every_method_of_a_figure_is_drawn_its_own_way():
+    """Twelve methods (the results figure's count) against matplotlib's ten colours: no two lines
+    share colour, line style and marker."""
+    records = [fabricated(f"method {i}", "mag", c, 0, 0.5 + i / 100, 1.0)
+               for i in range(12) for c in (1, 2)]
+    figure = report.accuracy_figure(records, with_survey=False)
+    looks = [(line.get_color(), line.get_linestyle(), line.get_marker())
+             for line in figure.axes[0].get_lines()]
+    assert len(looks) == 12 and len(set(looks)) == 12
+
+
 def test_report_tables_match_hand_computed_means():
     records = [fabricated("Mag", "mag", 1, 0, 0.80, 1.0), fabricated("Mag", "mag", 1, 1, 0.90, 3.0),
                fabricated("Mag", "mag", 2, 0, 0.50, 2.0),
