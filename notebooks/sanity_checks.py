@@ -44,10 +44,9 @@ import math
 
 import numpy as np
 import pandas as pd
-
-import sparse_survey as ss
 from myst_nb import glue
 
+import sparse_survey as ss
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
