@@ -1,7 +1,9 @@
 """A training on the CPU pins glibc's allocator (:mod:`sparse_survey.allocator`): after its
 first steps, a step reuses the memory of the last and page-faults (almost) nothing, where the
-same training unpinned faults thousands of pages a step. Each case runs in a fresh process, since
-the setting is process-wide and cannot be undone."""
+same training unpinned faults thousands of pages over a few steps. Each case runs in a fresh
+process, since the setting is process-wide and cannot be undone. The training runs in the
+precision the CPU trains in by default (``auto``): bf16 on a CPU without bf16 hardware is
+emulated, and its buffers fault pages now and then pinned or not (measured on an AVX2-only CPU)."""
 
 import ast
 import subprocess
@@ -21,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     model = models.build("vgg16", 10, 3, 0.25)
     faults = []
     recipe = train.Recipe(epochs=1, batch_size=64, lr=0.01, schedule="constant")
-    train.fit(model, fake, recipe, device="cpu", progress=False, precision="bf16",
+    train.fit(model, fake, recipe, device="cpu", progress=False, precision="auto",
               on_step=lambda step, m, _: faults.append(
                   resource.getrusage(resource.RUSAGE_SELF).ru_minflt))
     print([b - a for a, b in zip(faults, faults[1:])])
@@ -38,7 +40,10 @@ def faults_per_step(mode: str) -> list[int]:
 def test_a_cpu_training_stops_page_faulting_once_its_allocator_is_pinned():
     pinned, unpinned = faults_per_step("pinned"), faults_per_step("unpinned")
     assert len(pinned) == len(unpinned) == 15
-    # the last 10 steps; measured: pinned 85 faults, unpinned 2,636 to 11,588 (four processes).
-    # A pinned thread may fault a few thousand pages once, when its heap first grows.
-    assert sum(pinned[-10:]) < 2_000, pinned
-    assert sum(unpinned[-10:]) > sum(pinned[-10:]), (pinned, unpinned)
+    # The last 10 steps. Pinned, most steps fault nothing: a thread may fault a few thousand
+    # pages once, when its heap first grows (on a busy machine, as late as step 10). Measured:
+    # bf16 on AVX512-BF16, 85 faults pinned against 2,636 to 11,588 unpinned; fp32 on an
+    # AVX2-only CPU, 836 and 1,185 pinned (8 and 9 quiet steps) against 16,704 and 15,467.
+    quiet = sum(faults < 100 for faults in pinned[-10:])
+    assert quiet >= 7, pinned
+    assert sum(unpinned[-10:]) > 3 * sum(pinned[-10:]), (pinned, unpinned)

@@ -286,15 +286,20 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_says_how_to_resume(tmp_path):
     grid.write_text("methods: [rand, mag, snip, grasp, synflow]\ncompressions: [0.5, 1, 1.5]\n"
                     "imp_iterations: []\n")
     results = tmp_path / "results"
+    # SIGINT as a terminal's Ctrl-C finds it: a shell starts a background job (``.ci/run &``)
+    # with SIGINT ignored, its children inherit that, and Python then installs no handler
     sweep = subprocess.Popen([sys.executable, "-m", "sparse_survey", "sweep", "--preset", "smoke",
                               "--grid", str(grid), "--results", str(results), "--no-progress",
                               "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not list(results.glob("smoke/*.json")) and time.monotonic() < deadline:
         time.sleep(0.1)
+    stored = bool(list(results.glob("smoke/*.json")))
     sweep.send_signal(signal.SIGINT)
     _, stderr = sweep.communicate(timeout=60)
+    assert stored, "no run finished within 120 s"
     assert sweep.returncode == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert "finished and stored in this call" in stderr and "run the same command again" in stderr
