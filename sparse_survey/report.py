@@ -598,10 +598,10 @@ def cost_accuracy_figure(records: list[dict], compressions: list[float],
         for i, method in enumerate(mean.columns):
             if math.isnan(mean.at[c, method]):
                 continue
+            style = series_style(i)
             ax.errorbar(trainings(method), mean.at[c, method],
                         yerr=0 if math.isnan(std.at[c, method]) else std.at[c, method],
-                        fmt=series_style(i)["marker"], color=series_style(i)["color"],
-                        capsize=3, label=method)
+                        fmt=style["marker"], color=style["color"], capsize=3, label=method)
         ax.set_xlabel("trainings per run")
         ax.set_ylabel("top-1 test accuracy (%)")
         ax.set_title(f"compression {c:g} (density {10 ** -c:.3g})")
@@ -619,10 +619,10 @@ def cost_figure(records: list[dict], path: Path | None = None):
     finished = [r for r in records if r["status"] == "finished"]
     for i, method in enumerate(ordered_labels({r["label"] for r in finished})):
         mine = [r for r in finished if r["label"] == method]
+        style = series_style(i)
         for ax, name in zip(axes, ("inference_time", "cpu_memory")):
             for shared in (False, True):
                 picked = [r for r in mine if bool(contended(r, name)) == shared]
-                style = series_style(i)
                 ax.plot([r["metrics"]["density"] for r in picked],
                         [TABLES[name].value(r) for r in picked], style["marker"],
                         color=style["color"], mfc="none" if shared else style["color"],
