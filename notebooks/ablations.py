@@ -103,7 +103,7 @@ def judged(table, compression):
     verdicts.append({"variant": table.columns[1], "against": table.columns[0],
                      "compression": compression, "effect (points)": effect,
                      "seed spread": judged_by,
-                     "matters": "yes" if abs(effect) > 2 * judged_by else "no"})
+                     "matters": "yes" if report.matters(effect, judged_by) else "no"})
     return report.verdict(effect, judged_by)
 
 

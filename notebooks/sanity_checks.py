@@ -169,7 +169,7 @@ tutorial.show(pd.DataFrame(gaps).set_index("method"), 2,
 def judged(effect, spread):
     if math.isnan(spread):
         return f"{effect:+.1f} (no spread)"
-    return f"{effect:+.1f}" + (" matters" if abs(effect) > 2 * spread else "")
+    return f"{effect:+.1f}" + (" matters" if report.matters(effect, spread) else "")
 
 
 glance = pd.DataFrame(

@@ -380,13 +380,18 @@ def seed_spread(records: list[dict], name: str = "accuracy", label: str | None =
     return float(spreads.median()) if len(spreads) else math.nan
 
 
+def matters(effect: float, spread: float) -> bool:
+    """The book's one rule for an effect: it moves the numbers when it is more than twice the
+    seed-to-seed spread it is judged by (never where there is no spread to judge it by)."""
+    return abs(effect) > 2 * spread  # False for a NaN spread
+
+
 def verdict(effect: float, spread: float) -> str:
-    """One sentence on an effect beside the seed-to-seed spread: it moves the numbers when it
-    is more than twice the spread."""
+    """One sentence on an effect beside the seed-to-seed spread, by :func:`matters`."""
     size = f"{effect:+.1f} points"
     if math.isnan(spread):
         return f"{size}, with no seed spread to compare it with"
-    if abs(effect) > 2 * spread:
+    if matters(effect, spread):
         return f"{size}, more than twice the seed-to-seed spread ({spread:.1f}): it matters"
     return f"{size}, within twice the seed-to-seed spread ({spread:.1f}): it does not matter here"
 

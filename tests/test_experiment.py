@@ -443,6 +443,8 @@ def test_effects_spread_and_verdict_match_hand_computed_values():
     assert report.verdict(9.0, 2.0).endswith("it matters")
     assert report.verdict(-3.9, 2.0).endswith("it does not matter here")
     assert "no seed spread" in report.verdict(1.0, math.nan)
+    assert report.matters(-4.1, 2.0) and not report.matters(4.0, 2.0)
+    assert not report.matters(100.0, math.nan)
 
 
 def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
