@@ -212,6 +212,47 @@ first_seed = [r for records in arms.values() for arm in (records[None], records[
 tutorial.show_figure(report.layer_density_figure(first_seed, middle), "sanity_density_figure")
 
 # %% [markdown]
+# ## Why shuffling can help: units left with no weight
+#
+# A method that ranks weights one by one can keep no weight at all in some units of a layer (a
+# convolution's filters, the classifier's rows). Such a unit outputs a constant, its bias: behind
+# BatchNorm a dead channel, and the next layer's weights that read it are spent on nothing.
+# Shuffling spreads a layer's kept weights at random over all its units, so that at these
+# densities few stay empty. Below, each method's starting mask and its shuffle are rebuilt from
+# the run's config (seed 0), checked against the stored run's per-layer densities, and their
+# empty units counted, beside the accuracy each trained to.
+
+# %%
+def starting_model(config):
+    """The stored run's model as it started training: initialised, pruned, control applied."""
+    train = ss.experiment.dataset(config.dataset, limit_per_class=config.limit_per_class,
+                                  progress=False)[0]
+    model = ss.experiment.fresh_model(config.model, config.width, train.shape,
+                                      len(train.classes), config.seed, run.device)
+    return ss.experiment.prune_at_init(model, config, train)
+
+
+empty = []
+for method, records in arms.items():
+    for c in seeded:
+        row = {"method": label(method), "compression": c}
+        for control, arm in ((None, "method"), ("shuffle", "shuffled")):
+            config = run.configs(method, [c], run.seeds[:1], control=control)[0]
+            record = next(r for r in records[control] if cell(r) == (c, run.seeds[0]))
+            model = starting_model(config)
+            assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
+            row[f"empty units, {arm}"] = sum(ss.masks.empty_units(model).values())
+            row[f"accuracy (%), {arm}"] = 100 * record["metrics"]["test_acc"]
+        empty.append(row)
+        key = f"{report.label_key(label(method))}_empty_units_c{c:g}".replace(".", "_")
+        tutorial.glue_numbers("sanity", **{key: row["empty units, method"],
+                                           f"{key}_shuffled": row["empty units, shuffled"]})
+units = sum(w.shape[0] for w in ss.masks.prunable(model).values())
+empty = pd.DataFrame(empty).set_index("method")
+tutorial.show(empty, 1, title=f"Units that keep no weight, of {units} in all, and accuracy "
+              "(seed 0), each method's mask against its shuffle")
+
+# %% [markdown]
 # ## SynFlow's mask from the inside: one weight of rounding per round
 #
 # The shuffle control asks whether *which* weights a method keeps matters. The same question can

@@ -446,6 +446,19 @@ def scoring_batches(train: ImageSet, count: int, batch_size: int, seed: int,
     return batches
 
 
+def prune_at_init(model: torch.nn.Module, config: RunConfig, train: ImageSet) -> torch.nn.Module:
+    """Prune a one-shot run's freshly initialised ``model`` (:func:`fresh_model` of the run's
+    seed) as :func:`run` does before training: scored on the run's batches of ``train``, then
+    its control applied. Also how a notebook rebuilds a stored run's starting mask."""
+    batches = scoring_batches(train, config.prune_batches, config.prune_batch_size, config.seed,
+                              config.torch_device)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    pruners.prune(model, config.method, config.compression, batches, scope=config.scope,
+                  iterations=config.iterations, seed=config.seed, input_shape=train.shape,
+                  bn_mode=config.bn_mode, invert=config.control == "invert")
+    return one_shot_control(model, config.control, initial, config.seed)
+
+
 def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict) -> dict:
     device = config.torch_device
     compile = device.type == "cuda" if config.compile is None else config.compile
@@ -479,14 +492,7 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                 steps = config.recipe.epochs * (len(train) // config.recipe.batch_size)
                 moving = dynamic.DynamicSparsity(config.method, steps, seed=config.seed)
             elif config.method != "dense":
-                batches = scoring_batches(train, config.prune_batches, config.prune_batch_size,
-                                          config.seed, device)
-                initial = {k: v.clone() for k, v in model.state_dict().items()}
-                pruners.prune(model, config.method, config.compression, batches,
-                              scope=config.scope, iterations=config.iterations,
-                              seed=config.seed, input_shape=train.shape,
-                              bn_mode=config.bn_mode, invert=config.control == "invert")
-                one_shot_control(model, config.control, initial, config.seed)
+                prune_at_init(model, config, train)
         with timed(timings, "train"):
             fitted = fit(model, train, config.recipe, test, seed=config.seed, on_step=moving,
                          desc=f"{config.label} c={config.compression:g} seed {config.seed}",

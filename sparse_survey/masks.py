@@ -97,3 +97,11 @@ def remaining_fraction(model: nn.Module) -> float:
     pruned = sum(total - kept for kept, total in counts(model).values())
     total = sum(p.numel() for p in model.parameters())
     return (total - pruned) / total
+
+
+def empty_units(model: nn.Module) -> dict[str, int]:
+    """Per prunable layer, the output units (a convolution's filters, a linear layer's rows)
+    that keep no weight at all. Such a unit outputs its bias alone, a constant: behind a
+    BatchNorm it is a dead channel (see :func:`sparse_survey.train.dead_channels`), and the
+    weights of the next layer that read it are spent on nothing."""
+    return {name: int((~m.flatten(1).any(dim=1)).sum()) for name, m in get(model).items()}

@@ -262,6 +262,13 @@ def test_one_shot_controls_keep_the_counts_and_change_what_they_say(tmp_path):
     assert shuffle == plain and reinit == plain  # per-layer counts kept
     assert invert != plain and sum(invert.values()) != sum(plain.values())  # other layers kept
     assert records[3]["metrics"]["prunable_kept"] == records[0]["metrics"]["prunable_kept"]
+    train = experiment.dataset("digits", limit_per_class=experiment.PRESETS["smoke"]
+                               .limit_per_class, progress=False)[0]
+    for config, record in zip(configs, records):  # each run's starting mask, rebuilt
+        model = experiment.fresh_model(config.model, config.width, train.shape,
+                                       len(train.classes), config.seed, "cpu")
+        experiment.prune_at_init(model, config, train)
+        assert masks.layer_densities(model) == record["layer_densities"], config.label
 
 
 def test_grid_from_a_yaml_file(tmp_path):

@@ -77,3 +77,17 @@ def test_attach_rejects_wrong_names_and_shapes():
         masks.attach(model, {"net.1.bias": torch.ones(300, dtype=torch.bool)})
     with pytest.raises(ValueError, match="shape"):
         masks.attach(model, {"net.1.weight": torch.ones(3, 3, dtype=torch.bool)})
+
+
+def test_empty_units_counts_the_filters_and_rows_that_keep_no_weight():
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 3))
+    conv = torch.ones(4, 2, 3, 3, dtype=torch.bool)
+    conv[1] = False  # filter 1 keeps nothing
+    conv[3] = False
+    conv[3, 1, 2, 0] = True  # filter 3 keeps one weight: alive
+    linear = torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    masks.attach(model, {"0.weight": conv, "2.weight": linear})
+    assert masks.empty_units(model) == {"0.weight": 1, "2.weight": 2}
+    masks.remove(model)
+    assert masks.empty_units(model) == {"0.weight": 0, "2.weight": 0}
