@@ -248,6 +248,7 @@ for method, records in arms.items():
         tutorial.glue_numbers("sanity", **{key: row["empty units, method"],
                                            f"{key}_shuffled": row["empty units, shuffled"]})
 units = sum(w.shape[0] for w in ss.masks.prunable(model).values())
+tutorial.glue_numbers("sanity", units=units)
 empty = pd.DataFrame(empty).set_index("method")
 tutorial.show(empty, 1, title=f"Units that keep no weight, of {units} in all, and accuracy "
               "(seed 0), each method's mask against its shuffle")

@@ -47,6 +47,7 @@ from . import masks as masking
 SCOPES = ("global", "local")
 BN_MODES = ("eval", "train")
 SURVEY_COMPRESSIONS = (0.05, 0.1, 0.2, 0.5, 1, 2)  # the survey's grid: density 10**-c
+SURVEY_IMP_ITERATIONS = (2, 3, 4)  # its IMP columns: "IMP (k Iters)"
 GRASP_TEMPERATURE = 200.0
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]

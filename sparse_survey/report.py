@@ -32,6 +32,8 @@ ONE_SHOT = [method.label for method in pruners.METHODS.values()]  # the survey's
 IMP_LABEL = re.compile(r"IMP \((\d+) Iters")  # IMP's column, variants and controls
 TRAIN_MODE_BN = [RunConfig.from_preset("smoke", name, 1, bn_mode="train").label
                  for name, method in pruners.METHODS.items() if method.needs_data]
+SURVEY_IMP = [RunConfig.from_preset("smoke", "imp", 1, iterations=k).label
+              for k in pruners.SURVEY_IMP_ITERATIONS]
 # The sparse-from-scratch methods (SET, RigL), the third family beside the survey's two.
 DYNAMIC = [RunConfig.from_preset("smoke", name, 1).label for name in dynamic.METHODS]
 
@@ -109,14 +111,14 @@ def contended(record: dict, name: str) -> bool | None:
 
 
 def survey_runs(records: list[dict]) -> list[dict]:
-    """The records of the survey's own columns (the five one-shot methods and IMP with k rounds,
-    each with the survey's settings) and, as columns of their own, the methods that score on data
-    scored with BatchNorm in train mode as their authors' code does (:data:`TRAIN_MODE_BN`, the
-    one hidden choice the ablations show to move the results) and the methods that train sparse
-    from scratch (:data:`DYNAMIC`). Without the controls (the LTH and sanity-check notebooks
-    show them) and the other variants (the ablations notebook)."""
-    return [r for r in records if r["label"] in (*ONE_SHOT, *TRAIN_MODE_BN, *DYNAMIC)
-            or re.fullmatch(r"IMP \(\d+ Iters\)", r["label"])]
+    """The records of the survey's own columns (the five one-shot methods and IMP with 2, 3 and
+    4 rounds, each with the survey's settings) and, as columns of their own, the methods that
+    score on data scored with BatchNorm in train mode as their authors' code does
+    (:data:`TRAIN_MODE_BN`, the one hidden choice the ablations show to move the results) and
+    the methods that train sparse from scratch (:data:`DYNAMIC`). Without the controls (the
+    LTH and sanity-check notebooks show them), IMP with other round counts (the sanity checks'
+    one round) and the other variants (the ablations notebook)."""
+    return [r for r in records if r["label"] in (*ONE_SHOT, *SURVEY_IMP, *TRAIN_MODE_BN, *DYNAMIC)]
 
 
 def frame(records: list[dict]) -> pd.DataFrame:
@@ -451,6 +453,9 @@ def accuracy_figure(records: list[dict], path: Path | None = None, with_survey: 
             ax.plot(survey.index, survey[method], style["marker"], mfc="none",
                     color=style["color"], alpha=0.7)
     ax.set_xscale("symlog", linthresh=0.05)
+    drawn = sorted(set(mean.index) | (set(survey.index) if survey is not None else set()))
+    ax.set_xticks(drawn, [f"{c:g}" for c in drawn])  # each compression named, no powers of 10
+    ax.xaxis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("compression c (density 10^-c)")
     ax.set_ylabel("top-1 test accuracy (%)")
     ax.set_title("accuracy after pruning" + (" (open markers: the survey's numbers)"

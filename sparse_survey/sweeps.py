@@ -31,7 +31,8 @@ from .profile import device_name
 from .store import Store, write_json
 
 SURVEY_GRID = {"methods": list(pruners.METHODS),
-               "compressions": list(pruners.SURVEY_COMPRESSIONS), "imp_iterations": [2, 3, 4],
+               "compressions": list(pruners.SURVEY_COMPRESSIONS),
+               "imp_iterations": list(pruners.SURVEY_IMP_ITERATIONS),
                "seeds": [0]}
 # A grid's run fields, one value each, and the RunConfig field each sets: on the one-shot runs,
 # on the IMP runs, or on every run of the grid.

@@ -326,6 +326,9 @@ def test_every_method_of_a_figure_is_drawn_its_own_way():
     looks = [(line.get_color(), line.get_linestyle(), line.get_marker())
              for line in figure.axes[0].get_lines()]
     assert len(looks) == 12 and len(set(looks)) == 12
+    axis = figure.axes[0].xaxis  # each compression drawn is a tick, named as the tables name it
+    assert [t.get_text() for t in axis.get_ticklabels()] == ["1", "2"]
+    assert list(axis.get_minorticklocs()) == []
 
 
 def test_report_tables_match_hand_computed_means():
@@ -455,7 +458,7 @@ def test_effects_spread_and_verdict_match_hand_computed_values():
 
 
 def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
-    labels = ["RigL (ERK)", "IMP (2 Iters)", "IMP (2 Iters), random reinit",
+    labels = ["RigL (ERK)", "IMP (2 Iters)", "IMP (2 Iters), random reinit", "IMP (1 Iters)",
               "GraSP (train-mode BN)", "SNIP (train-mode BN)", "SNIP (local scope)",
               "SynFlow (1 round)", "GraSP", "GraSP, inverted scores", "SET (ERK)"]
     records = [fabricated(label, "imp" if "IMP" in label else "grasp", 1, 0, 0.8, 1.0)
@@ -465,7 +468,7 @@ def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring(
         "SET (ERK)"]
     assert list(report.summary(records, "accuracy")[0].columns) == [  # beside their method
         "SNIP (local scope)", "SNIP (train-mode BN)", "GraSP", "GraSP (train-mode BN)",
-        "GraSP, inverted scores", "SynFlow (1 round)", "IMP (2 Iters)",
+        "GraSP, inverted scores", "SynFlow (1 round)", "IMP (1 Iters)", "IMP (2 Iters)",
         "IMP (2 Iters), random reinit", "SET (ERK)", "RigL (ERK)"]
 
 
