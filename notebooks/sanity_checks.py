@@ -191,7 +191,7 @@ glue("sanity_glance_table", glance.style.set_table_attributes('class="table"'), 
 #
 # Shuffling moves weights only within a layer, so a shuffled mask has its method's per-layer
 # densities exactly (checked below on every stored pair). Inverting spends the same budget
-# elsewhere: each method's per-layer densities (solid) beside its inverted mask's, at the
+# elsewhere: each method's per-layer densities beside its inverted mask's, at the
 # compression nearest 1, seed 0.
 
 # %%
