@@ -232,7 +232,7 @@ def starting_model(config):
     return ss.experiment.prune_at_init(model, config, train)
 
 
-empty = []
+empty, unit_counts = [], set()  # every model of the preset has the same units
 for method, records in arms.items():
     for c in seeded:
         row = {"method": label(method), "compression": c}
@@ -241,53 +241,65 @@ for method, records in arms.items():
             record = next(r for r in records[control] if cell(r) == (c, run.seeds[0]))
             model = starting_model(config)
             assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
+            unit_counts.add(sum(w.shape[0] for w in ss.masks.prunable(model).values()))
             row[f"empty units, {arm}"] = sum(ss.masks.empty_units(model).values())
             row[f"accuracy (%), {arm}"] = 100 * record["metrics"]["test_acc"]
         empty.append(row)
         key = f"{report.label_key(label(method))}_empty_units_c{c:g}".replace(".", "_")
         tutorial.glue_numbers("sanity", **{key: row["empty units, method"],
                                            f"{key}_shuffled": row["empty units, shuffled"]})
-units = sum(w.shape[0] for w in ss.masks.prunable(model).values())
+(units,) = unit_counts
 tutorial.glue_numbers("sanity", units=units)
 empty = pd.DataFrame(empty).set_index("method")
 tutorial.show(empty, 1, title=f"Units that keep no weight, of {units} in all, and accuracy "
               "(seed 0), each method's mask against its shuffle")
 
 # %% [markdown]
-# ## SynFlow's mask from the inside: one weight of rounding per round
+# ## SynFlow from the inside: one weight of rounding per round
 #
 # The shuffle control asks whether *which* weights a method keeps matters. The same question can
-# be asked of SynFlow from the inside: its 100 rounds each keep a whole number of weights, and
-# implementations differ in how they round it (this package rounds to the nearest; Synaptic-Flow's
-# own code truncates, one weight fewer at most). Both are scored here on the same initialization
-# (all prunable layers together, no data), and their masks compared: the share of kept weights
-# they have in common (intersection over union) and the largest difference of a layer's density.
+# be asked of SynFlow from the inside: each of its 100 rounds keeps a whole number of weights, and
+# implementations differ in how they round it. This package rounds to the nearest; Synaptic-Flow's
+# own code prunes the `int((1 - d) * N)` lowest scores, so it keeps the count rounded *up*, one
+# weight more at most (`rounding="up"`, a run of its own). Both starting masks are rebuilt below
+# from the stored runs' configs (seed 0, checked against the records' per-layer densities) and
+# compared: the share of kept weights they have in common (intersection over union) and the
+# largest difference of a layer's density; beside them, what each trains to, judged by the same
+# rule as the controls.
 
 # %%
-def synflow_mask(compression, rounding, rounds=100):
-    """SynFlow in ``rounds`` rounds, each keeping ``rounding(d_r * N)`` of the N weights."""
-    model = tutorial.preset_model(run.preset)[0]
-    sizes = sum(w.numel() for w in ss.masks.prunable(model).values())
-    current = ss.masks.get(model)
-    for r in range(1, rounds + 1):
-        target = rounding(ss.pruners.density_of(compression) ** (r / rounds) * sizes) / sizes
-        scores = ss.pruners.score(model, "synflow", input_shape=image_shape)
-        current = ss.pruners.select(scores, current, target)
-        ss.masks.attach(model, current)
-    return current
-
-
-image_shape = tutorial.preset_model(run.preset)[1][0].shape
-overlaps = []
+rounded_up = stored("synflow", rounding="up")
+plain_synflow = arms["synflow"][None] if "synflow" in arms else stored("synflow")
+up_label = label("synflow", rounding="up")
+rounding_effects = report.effects(plain_synflow + rounded_up, label("synflow"), up_label)
+rounding_rows = []
 for c in run.compressions:
-    nearest, truncated = synflow_mask(c, round), synflow_mask(c, math.floor)
-    both = sum(int((nearest[n] & truncated[n]).sum()) for n in nearest)
-    either = sum(int((nearest[n] | truncated[n]).sum()) for n in nearest)
-    layer_gap = max(abs(float(nearest[n].float().mean() - truncated[n].float().mean()))
-                    for n in nearest)
-    overlaps.append({"compression": c, "kept in common (IoU)": both / either,
-                     "largest layer density difference": layer_gap})
-overlaps = pd.DataFrame(overlaps).set_index("compression")
-tutorial.show(overlaps, 4, title="SynFlow (100 rounds), rounding to the nearest against truncating")
-tutorial.glue_numbers("sanity", synflow_iou_high=float(overlaps.iloc[-1, 0]),
-                      synflow_layer_gap_high=float(overlaps.iloc[-1, 1]))
+    starting = {}
+    for rounding, records in (("nearest", plain_synflow), ("up", rounded_up)):
+        config = run.configs("synflow", [c], run.seeds[:1], rounding=rounding)[0]
+        record = next(r for r in records if cell(r) == (c, run.seeds[0]))
+        model = starting_model(config)
+        assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
+        starting[rounding] = ss.masks.get(model)
+    nearest, up = starting["nearest"], starting["up"]
+    both = sum(int((nearest[n] & up[n]).sum()) for n in nearest)
+    either = sum(int((nearest[n] | up[n]).sum()) for n in nearest)
+    row = {"compression": c, "kept in common (IoU)": both / either,
+           "largest layer density difference": max(
+               abs(float(nearest[n].float().mean() - up[n].float().mean())) for n in nearest)}
+    if c in rounding_effects.index:
+        effect = rounding_effects.at[c, "effect"]
+        judged_by = float(np.nanmax([spread, rounding_effects.at[c, "seed spread"]]))
+        row.update({"accuracy (%), nearest": rounding_effects.at[c, label("synflow")],
+                    "accuracy (%), up": rounding_effects.at[c, up_label],
+                    "effect (up - nearest)": effect, "seeds": rounding_effects.at[c, "seeds"],
+                    "judged by": judged_by, "verdict": report.verdict(effect, judged_by)})
+        key = f"synflow_rounding_c{c:g}".replace(".", "_")
+        tutorial.glue_numbers("sanity", **{f"{key}_effect": float(effect),
+                                           f"{key}_iou": row["kept in common (IoU)"]})
+    rounding_rows.append(row)
+rounding_table = pd.DataFrame(rounding_rows).set_index("compression")
+tutorial.show(rounding_table, 4, title="SynFlow (100 rounds), kept counts rounded to the nearest "
+              "against rounded up: the starting masks (seed 0) and the accuracy they train to")
+tutorial.glue_numbers("sanity", synflow_iou_high=float(rounding_table.iloc[-1, 0]),
+                      synflow_layer_gap_high=float(rounding_table.iloc[-1, 1]))

@@ -196,6 +196,9 @@ def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
                        help="images per scoring batch (default: %(default)s)")
     group.add_argument("--bn-mode", default="eval", choices=pruners.BN_MODES,
                        help="BatchNorm's mode while snip and grasp score (default: %(default)s)")
+    group.add_argument("--rounding", default="nearest", choices=pruners.ROUNDINGS,
+                       help="each round's kept count d*N made whole: to the nearest, or up as "
+                            "Synaptic-Flow's code does (default: %(default)s)")
 
 
 def load_data(args: argparse.Namespace, b: Preset):
@@ -219,7 +222,7 @@ def pruned_model(args: argparse.Namespace, b: Preset, device: torch.device, trai
     if args.method is not None:
         pruners.prune(model, args.method, args.compression, batches, scope=args.scope,
                       iterations=args.iterations, invert=args.invert, seed=args.seed,
-                      input_shape=shape, bn_mode=args.bn_mode)
+                      input_shape=shape, bn_mode=args.bn_mode, rounding=args.rounding)
     return model, time.perf_counter() - start
 
 
@@ -407,9 +410,9 @@ def add_sweep(commands) -> None:
                         " compressions: [1], imp_iterations: []}') with the lists methods (dense, "
                         "set and rigl too), compressions, imp_iterations, seeds (missing: the "
                         "survey's) and any of the run fields scope, scoring_rounds, "
-                        "prune_batches, prune_batch_size, bn_mode (one-shot runs), rewind (IMP "
-                        "runs), control (reinit, shuffle; invert for one-shot runs), precision "
-                        "(default: %(default)s)")
+                        "prune_batches, prune_batch_size, bn_mode, rounding (one-shot runs), "
+                        "rewind (IMP runs), control (reinit, shuffle; invert for one-shot runs), "
+                        "precision (default: %(default)s)")
     p.add_argument("--seeds", type=count_arg, default=None,
                    help="run seeds 0 .. N-1 (default: the grid's seeds)")
     p.add_argument("--backend", default="local", choices=("local", "ray"),

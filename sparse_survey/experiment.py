@@ -41,6 +41,10 @@ METHODS = (*pruners.METHODS, *dynamic.METHODS, "imp", "dense")
 # lottery.CONTROLS, a one-shot method these (see one_shot_control); they name the run's label.
 CONTROLS = {**lottery.CONTROLS, "invert": "inverted scores"}
 EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, not what it is
+# RunConfig fields added after schema 4, each with the value that every record stored before it
+# means: a config stores one, and so keys it, only where it differs, so those records keep their
+# keys and files with no migration.
+LATER_FIELDS = {"rounding": "nearest"}
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,9 @@ class RunConfig:
     training step, or ``"none"``: fine-tune the trained survivors). ``control`` turns a run into
     a sanity check of its mask (:data:`CONTROLS`): for IMP, a Lottery Ticket control of its final
     ticket (``"reinit"`` or ``"shuffle"``, see :mod:`sparse_survey.lottery`); for a one-shot
-    method, those two or ``"invert"`` (see :func:`one_shot_control`). ``eval_every``: test-set
+    method, those two or ``"invert"`` (see :func:`one_shot_control`). ``rounding``: how a one-shot
+    method makes each round's kept count whole (:data:`sparse_survey.pruners.ROUNDINGS`: to the
+    nearest, or up as Synaptic-Flow's code does). ``eval_every``: test-set
     evaluations during training (every that many epochs, and after the last). ``device`` says
     where to run and ``compile`` whether to train through ``torch.compile`` (None: on CUDA only,
     where it pays); neither is part of the run's identity. ``precision`` (default: the
@@ -152,6 +158,7 @@ class RunConfig:
     bn_mode: str = "eval"
     rewind: str | int = "init"
     control: str | None = None
+    rounding: str = "nearest"
     precision: str = FROM_PRESET
     device: str | None = None
     compile: bool | None = None
@@ -202,6 +209,11 @@ class RunConfig:
                 raise ValueError(f"control {self.control!r}: IMP takes one of "
                                  f"{', '.join(lottery.CONTROLS)}, a one-shot method one of "
                                  f"{', '.join(CONTROLS)}, the dense network none")
+        if self.rounding != "nearest" and not (self.method in pruners.METHODS
+                                               and self.rounding in pruners.ROUNDINGS):
+            raise ValueError(f"rounding {self.rounding!r}: a one-shot method rounds its kept "
+                             f"counts {' or '.join(pruners.ROUNDINGS)}; other methods to the "
+                             "nearest only")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be at least 1, got {self.eval_every}")
         if self.method != "dense":  # a compression that would leave a layer empty, refused now
@@ -255,6 +267,8 @@ class RunConfig:
                 parts.append(f"{self.prune_batches} x {self.prune_batch_size} scoring images")
             if self.bn_mode != "eval":
                 parts.append(f"{self.bn_mode}-mode BN")
+            if self.rounding != "nearest":
+                parts.append(f"kept counts rounded {self.rounding}")
         if self.method == "imp" and self.rewind != "init":
             parts.append("no rewind, fine-tuned" if self.rewind == "none"
                          else f"rewind to step {self.rewind}")
@@ -326,8 +340,11 @@ def canonical(value):
 
 
 def config_dict(config: RunConfig) -> dict:
-    """The config as stored in a record: plain JSON values (the recipe a dict, tuples lists)."""
-    return json.loads(json.dumps(asdict(config)))
+    """The config as stored in a record: plain JSON values (the recipe a dict, tuples lists),
+    without a field of :data:`LATER_FIELDS` that has the value records before it mean."""
+    stored = {k: v for k, v in asdict(config).items()
+              if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+    return json.loads(json.dumps(stored))
 
 
 def upgrade(config: dict, device: str | None = None) -> dict:
@@ -455,7 +472,8 @@ def prune_at_init(model: torch.nn.Module, config: RunConfig, train: ImageSet) ->
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     pruners.prune(model, config.method, config.compression, batches, scope=config.scope,
                   iterations=config.iterations, seed=config.seed, input_shape=train.shape,
-                  bn_mode=config.bn_mode, invert=config.control == "invert")
+                  bn_mode=config.bn_mode, invert=config.control == "invert",
+                  rounding=config.rounding)
     return one_shot_control(model, config.control, initial, config.seed)
 
 

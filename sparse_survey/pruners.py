@@ -26,13 +26,16 @@ Compression ``c`` means density ``d = 10**-c`` of the prunable weights. Pruning 
 (``iterations``) reaches ``d**(r/k)`` after round ``r``, rescoring the masked model each round;
 only weights still alive compete, so masks are nested. ``global`` scope keeps exactly
 ``round(d * N)`` of all ``N`` prunable weights; ``local`` scope keeps ``round(d * n)`` of each
-layer's ``n``. Ties are broken towards the lower flat index, so a mask is a deterministic function
-of its scores.
+layer's ``n``. ``rounding="up"`` keeps ``N - floor((1 - d) * N)`` instead, as Synaptic-Flow's own
+code does in every round (it truncates the count it prunes): one weight more at most per round, a
+convention that decides a share of SynFlow's kept weights (the book's sanity checks). Ties are
+broken towards the lower flat index, so a mask is a deterministic function of its scores.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -46,6 +49,7 @@ from . import masks as masking
 
 SCOPES = ("global", "local")
 BN_MODES = ("eval", "train")
+ROUNDINGS = ("nearest", "up")  # how a round's kept count d * N is made whole (see kept_count)
 SURVEY_COMPRESSIONS = (0.05, 0.1, 0.2, 0.5, 1, 2)  # the survey's grid: density 10**-c
 SURVEY_IMP_ITERATIONS = (2, 3, 4)  # its IMP columns: "IMP (k Iters)"
 GRASP_TEMPERATURE = 200.0
@@ -152,18 +156,20 @@ def score(model: nn.Module, method: str, batches: Batches | None = None,
 def prune(model: nn.Module, method: str, compression: float, batches: Batches | None = None,
           *, scope: str = "global", iterations: int | None = None, invert: bool = False,
           seed: int | None = None, input_shape: tuple[int, ...] | None = None,
-          bn_mode: str = "eval") -> dict[str, torch.Tensor]:
+          bn_mode: str = "eval", rounding: str = "nearest") -> dict[str, torch.Tensor]:
     """Prune ``model`` to density ``10**-compression`` and return its masks (also attached).
 
     ``iterations`` rounds (default: the method's, 100 for SynFlow, 1 otherwise) follow the
     exponential schedule; scores are recomputed on the masked model each round, and only
     surviving weights compete. ``invert=True`` keeps the lowest scores instead (the inversion
-    control). Masks the model already carries are respected: pruning never revives a weight. A
-    pruning that leaves a layer with no weight at all (layer collapse) warns.
+    control). ``rounding`` makes each round's kept count whole (:data:`ROUNDINGS`). Masks the
+    model already carries are respected: pruning never revives a weight. A pruning that leaves a
+    layer with no weight at all (layer collapse) warns.
     """
     chosen = _method(method)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; known scopes: {', '.join(SCOPES)}")
+    _check_rounding(rounding)
     iterations = chosen.iterations if iterations is None else iterations
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
@@ -177,7 +183,7 @@ def prune(model: nn.Module, method: str, compression: float, batches: Batches | 
         target = density ** (r / iterations)
         round_seed = None if seed is None else seed + r
         scores = score(model, method, batches, round_seed, input_shape, bn_mode)
-        current = select(scores, current, target, scope, invert)
+        current = select(scores, current, target, scope, invert, rounding)
         masking.attach(model, current)
     emptied = [name for name, mask in current.items() if not mask.any()]
     if emptied:
@@ -196,24 +202,36 @@ def density_of(compression: float) -> float:
 
 
 def select(scores: dict[str, torch.Tensor], alive: dict[str, torch.Tensor], density: float,
-           scope: str = "global", invert: bool = False) -> dict[str, torch.Tensor]:
+           scope: str = "global", invert: bool = False,
+           rounding: str = "nearest") -> dict[str, torch.Tensor]:
     """New masks keeping the highest-scoring ``density`` of the weights, among those alive.
 
     ``global``: exactly ``round(density * N)`` over all weights together; ``local``: exactly
-    ``round(density * n)`` in each tensor. Never more than are alive.
+    ``round(density * n)`` in each tensor; ``rounding="up"``: see :func:`kept_count`. Never more
+    than are alive.
     """
+    _check_rounding(rounding)
     for name, s in scores.items():
         if not torch.isfinite(s).all():
             raise FloatingPointError(f"scores of {name} are not all finite")
     if scope == "local":
-        return {n: _keep_top(s, alive[n], round(density * s.numel()), invert)
+        return {n: _keep_top(s, alive[n], kept_count(density, s.numel(), rounding), invert)
                 for n, s in scores.items()}
     names = list(scores)
     flat = torch.cat([scores[n].flatten() for n in names])
     flat_alive = torch.cat([alive[n].flatten() for n in names])
-    kept = _keep_top(flat, flat_alive, round(density * flat.numel()), invert)
+    kept = _keep_top(flat, flat_alive, kept_count(density, flat.numel(), rounding), invert)
     parts = kept.split([scores[n].numel() for n in names])
     return {n: part.view_as(scores[n]) for n, part in zip(names, parts)}
+
+
+def kept_count(density: float, n: int, rounding: str = "nearest") -> int:
+    """How many of ``n`` weights a pruning to ``density`` keeps: ``round(density * n)``, or for
+    ``rounding="up"`` ``n - floor((1 - density) * n)``, one more at most, which is what
+    Synaptic-Flow's code keeps: it prunes the ``int((1 - density) * n)`` lowest scores."""
+    if rounding == "up":
+        return n - math.floor((1.0 - density) * n)
+    return round(density * n)
 
 
 def _keep_top(scores: torch.Tensor, alive: torch.Tensor, k: int, invert: bool) -> torch.Tensor:
@@ -295,6 +313,11 @@ def _synflow_in(model: nn.Module, input_shape, dtype) -> dict[str, torch.Tensor]
 
 
 # ------------------------------------------------------------------------------ checks and helpers
+
+def _check_rounding(rounding: str) -> None:
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; known: {', '.join(ROUNDINGS)}")
+
 
 def _check_bn_mode(chosen: Method, bn_mode: str) -> None:
     if bn_mode not in BN_MODES:

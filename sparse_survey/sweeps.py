@@ -38,7 +38,7 @@ SURVEY_GRID = {"methods": list(pruners.METHODS),
 # on the IMP runs, or on every run of the grid.
 ONE_SHOT_FIELDS = {"scope": "scope", "scoring_rounds": "iterations",
                    "prune_batches": "prune_batches", "prune_batch_size": "prune_batch_size",
-                   "bn_mode": "bn_mode", "control": "control"}
+                   "bn_mode": "bn_mode", "control": "control", "rounding": "rounding"}
 IMP_FIELDS = {"rewind": "rewind", "control": "control"}
 EVERY_RUN_FIELDS = {"precision": "precision"}
 RUN_FIELDS = {**ONE_SHOT_FIELDS, **IMP_FIELDS, **EVERY_RUN_FIELDS}
@@ -52,9 +52,9 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
     seed), compressions, imp_iterations (IMP round counts; empty for none) and seeds, each a
     list (missing: the survey's), and any run field of :data:`RUN_FIELDS`, one value each, that
     every run of its kind takes: ``scope``, ``scoring_rounds`` (a one-shot method's rounds),
-    ``prune_batches``, ``prune_batch_size`` and ``bn_mode`` for the one-shot methods,
-    ``rewind`` for IMP, ``control`` for both (IMP: ``reinit`` or ``shuffle``; one-shot: also
-    ``invert``), ``precision`` for all; so any run a notebook stores is one grid. A missing,
+    ``prune_batches``, ``prune_batch_size``, ``bn_mode`` and ``rounding`` for the one-shot
+    methods, ``rewind`` for IMP, ``control`` for both (IMP: ``reinit`` or ``shuffle``; one-shot:
+    also ``invert``), ``precision`` for all; so any run a notebook stores is one grid. A missing,
     empty or malformed file, or a value of the wrong kind, is a clear ValueError."""
     if isinstance(spec, dict):
         grid = spec

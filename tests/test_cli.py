@@ -57,6 +57,11 @@ def test_cli_prunes_and_prints_per_layer_densities_and_the_time():
     assert total[2:] == ["5020", "50200", "0.1000"]  # round(0.1 * 50,200) kept exactly
     assert sum(int(row[2]) for row in layers) == 5020
     assert "scoring and pruning took" in lines[-1]
+    up = run("prune", "--preset", "smoke", "--method", "synflow", "--compression", "1.5",
+             "--rounding", "up")  # 10**-1.5 * 50,200 = 1587.46: rounded up, 1588
+    assert up.returncode == 0, up.stderr
+    assert next(line.split() for line in up.stdout.splitlines()
+                if line.startswith("prunable weights"))[2] == "1588"
 
 
 def test_cli_prune_with_data_and_a_bad_compression():

@@ -1,5 +1,6 @@
 """Runs, the results store, sweeps (local and Ray) and report tables, at the smoke preset."""
 
+import hashlib
 import json
 import math
 from dataclasses import replace
@@ -269,6 +270,45 @@ def test_one_shot_controls_keep_the_counts_and_change_what_they_say(tmp_path):
                                        len(train.classes), config.seed, "cpu")
         experiment.prune_at_init(model, config, train)
         assert masks.layer_densities(model) == record["layer_densities"], config.label
+
+
+def test_rounding_up_is_its_own_run_and_leaves_every_other_key_alone(tmp_path):
+    """A field added after schema 4 is stored, and keyed, only away from the value that records
+    before it mean: a config at the default keeps the key it had before the field existed."""
+    plain = RunConfig.from_preset("smoke", "synflow", 1, device="cpu")
+    up = replace(plain, rounding="up")
+    assert "rounding" not in config_dict(plain)
+    assert config_dict(up)["rounding"] == "up"
+    before = {k: v for k, v in config_dict(plain).items()
+              if k not in experiment.EXECUTION}  # the identity hashed before the field existed
+    assert plain.key == hashlib.sha256(json.dumps(experiment.canonical(before), sort_keys=True)
+                                       .encode()).hexdigest()[:16]
+    assert up.key != plain.key and up.label == "SynFlow (kept counts rounded up)"
+    assert experiment.config_from_dict(config_dict(up)) == up
+    assert experiment.config_from_dict(config_dict(plain)) == plain
+    for method in ("imp", "dense", "rigl"):
+        with pytest.raises(ValueError, match="other methods to the nearest only"):
+            RunConfig.from_preset("smoke", method, 1, rounding="up")
+    with pytest.raises(ValueError, match="rounds its kept counts nearest or up"):
+        RunConfig.from_preset("smoke", "synflow", 1, rounding="down")
+    grid = sweeps.load_grid("{methods: [synflow], compressions: [1], imp_iterations: [2], "
+                            "rounding: up}")
+    assert [c.rounding for c in sweeps.grid_configs(grid, "smoke")] == ["up", "nearest"]
+
+    from sparse_survey import masks
+    from sparse_survey.tutorial import runs
+
+    records = runs([plain, up], tmp_path / "r", progress=False)
+    assert all(r["status"] == "finished" for r in records)
+    kept = [r["metrics"]["prunable_kept"] for r in records]
+    assert kept[0] <= kept[1] <= kept[0] + 1
+    assert records[1]["config"]["rounding"] == "up" and "rounding" not in records[0]["config"]
+    train = experiment.dataset("digits", limit_per_class=experiment.PRESETS["smoke"]
+                               .limit_per_class, progress=False)[0]
+    model = experiment.fresh_model(up.model, up.width, train.shape, len(train.classes),
+                                   up.seed, "cpu")
+    experiment.prune_at_init(model, up, train)  # the stored run's starting mask, rebuilt
+    assert masks.layer_densities(model) == records[1]["layer_densities"]
 
 
 def test_grid_from_a_yaml_file(tmp_path):

@@ -211,19 +211,66 @@ def test_global_and_local_scope_differ_as_they_should():
     assert pruned_max <= threshold
 
 
+def recorded_rounds(monkeypatch) -> list:
+    """The masks each round of a pruning attaches, in order, once the pruning has run."""
+    rounds = []
+    attach = masks.attach
+    monkeypatch.setattr(masks, "attach", lambda mdl, m: (rounds.append(m), attach(mdl, m)))
+    return rounds
+
+
 def test_rounds_follow_the_exponential_schedule_and_masks_are_nested(monkeypatch):
     torch.manual_seed(0)
     model = models.build("vgg16", width=0.25)
     n = total(model)
-    rounds = []
-    attach = masks.attach
-    monkeypatch.setattr(masks, "attach", lambda mdl, m: (rounds.append(m), attach(mdl, m)))
+    rounds = recorded_rounds(monkeypatch)
     batch = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
     pruners.prune(model, "snip", 2, batch, iterations=4)
     assert [kept(m) for m in rounds] == [round(10 ** (-2 * r / 4) * n) for r in range(1, 5)]
     for earlier, later in zip(rounds, rounds[1:]):
         assert all(torch.equal(later[k] & ~earlier[k], torch.zeros_like(later[k]))
                    for k in later)
+
+
+def synaptic_flow_global_mask(scores: dict, density: float) -> dict:
+    """Synaptic-Flow's own global masking, written out: prune the ``int((1 - d) * N)`` lowest
+    scores (those at or below the k-th smallest), keep the rest."""
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    k = int((1.0 - density) * flat.numel())
+    threshold = flat.kthvalue(k).values
+    return {n: s > threshold for n, s in scores.items()}
+
+
+def test_rounding_up_keeps_what_synaptic_flows_code_keeps():
+    g = torch.Generator().manual_seed(0)
+    scores = {"a": torch.rand(7, 11, generator=g), "b": torch.rand(5, 3, 3, generator=g)}
+    alive = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+    n = sum(s.numel() for s in scores.values())
+    differs = 0
+    for density in (0.9, 0.5, 0.31, 0.1, 0.05, 0.012):
+        up = pruners.select(scores, alive, density, rounding="up")
+        theirs = synaptic_flow_global_mask(scores, density)
+        assert all(torch.equal(up[k], theirs[k]) for k in up), density
+        nearest = pruners.select(scores, alive, density)
+        assert kept(nearest) <= kept(up) <= kept(nearest) + 1  # one weight more at most
+        assert all(torch.equal(up[k] & nearest[k], nearest[k]) for k in up)  # and nested
+        differs += kept(up) != kept(nearest)
+        assert kept(up) == n - int((1 - density) * n) == pruners.kept_count(density, n, "up")
+    assert differs  # the densities above include some where the two conventions part
+
+
+def test_every_round_of_rounding_up_keeps_one_weight_more_at_most(monkeypatch):
+    torch.manual_seed(0)
+    model = models.build("vgg16", width=0.25)
+    n = total(model)
+    rounds = recorded_rounds(monkeypatch)
+    pruners.prune(model, "synflow", 2, iterations=10, rounding="up")
+    counts = [kept(m) for m in rounds]
+    densities = [10 ** (-2 * r / 10) for r in range(1, 11)]
+    assert counts == [n - int((1 - d) * n) for d in densities]
+    assert all(0 <= got - round(d * n) <= 1 for got, d in zip(counts, densities))
+    with pytest.raises(ValueError, match="unknown rounding 'down'; known: nearest, up"):
+        pruners.prune(model, "mag", 1, rounding="down")
 
 
 def test_pruning_never_revives_a_pruned_weight_and_compression_zero_keeps_all():
