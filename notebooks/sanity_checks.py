@@ -232,15 +232,22 @@ def starting_model(config):
     return ss.experiment.prune_at_init(model, config, train)
 
 
+def rebuilt(method, c, records, **fields):
+    """Seed 0's starting model at compression ``c`` and its stored record among ``records``,
+    the rebuilt mask checked against the record's per-layer densities."""
+    config = run.configs(method, [c], run.seeds[:1], **fields)[0]
+    record = next(r for r in records if cell(r) == (c, run.seeds[0]))
+    model = starting_model(config)
+    assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
+    return model, record
+
+
 empty, unit_counts = [], set()  # every model of the preset has the same units
 for method, records in arms.items():
     for c in seeded:
         row = {"method": label(method), "compression": c}
         for control, arm in ((None, "method"), ("shuffle", "shuffled")):
-            config = run.configs(method, [c], run.seeds[:1], control=control)[0]
-            record = next(r for r in records[control] if cell(r) == (c, run.seeds[0]))
-            model = starting_model(config)
-            assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
+            model, record = rebuilt(method, c, records[control], control=control)
             unit_counts.add(sum(w.shape[0] for w in ss.masks.prunable(model).values()))
             row[f"empty units, {arm}"] = sum(ss.masks.empty_units(model).values())
             row[f"accuracy (%), {arm}"] = 100 * record["metrics"]["test_acc"]
@@ -274,14 +281,8 @@ up_label = label("synflow", rounding="up")
 rounding_effects = report.effects(plain_synflow + rounded_up, label("synflow"), up_label)
 rounding_rows, overlap = [], {}  # overlap: compression -> (IoU, largest layer density gap)
 for c in run.compressions:
-    starting = {}
-    for rounding, records in (("nearest", plain_synflow), ("up", rounded_up)):
-        config = run.configs("synflow", [c], run.seeds[:1], rounding=rounding)[0]
-        record = next(r for r in records if cell(r) == (c, run.seeds[0]))
-        model = starting_model(config)
-        assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
-        starting[rounding] = ss.masks.get(model)
-    nearest, up = starting["nearest"], starting["up"]
+    nearest, up = (ss.masks.get(rebuilt("synflow", c, records, rounding=rounding)[0])
+                   for rounding, records in (("nearest", plain_synflow), ("up", rounded_up)))
     both = sum(int((nearest[n] & up[n]).sum()) for n in nearest)
     either = sum(int((nearest[n] | up[n]).sum()) for n in nearest)
     iou = both / either
