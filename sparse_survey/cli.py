@@ -508,28 +508,38 @@ def add_report(commands) -> None:
                    help="output folder (default: reports/PRESET)")
     p.add_argument("--compression", type=compression_arg, default=1.0,
                    help="compression of the per-layer figures (default: %(default)s)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="whose runs: fp32, bf16, or auto: the precision the preset's runs take "
+                        "on this machine (default: %(default)s)")
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from .experiment import preset_precision
     from .report import nearest_compression, survey_runs, write_report
     from .store import Store
 
     store = Store(args.results)
-    records = store.records(args.preset)
+    every = store.records(args.preset)
+    precision = (preset_precision(args.preset) if args.precision == "auto"
+                 else args.precision)
+    records = [r for r in every if r["config"]["precision"] == precision]
     if not any(r["status"] == "finished" for r in records):
-        stale = len(store.records(args.preset, stale=True)) - len(records)
-        why = (f"{stale} record(s) there were made under an earlier definition of the preset "
+        stale = len(store.records(args.preset, stale=True)) - len(every)
+        others = sorted({r["config"]["precision"] for r in every if r["status"] == "finished"})
+        why = (f"it holds finished runs in {' and '.join(others)}: --precision {others[0]} "
+               "reports them" if others else
+               f"{stale} record(s) there were made under an earlier definition of the preset "
                "(its model, data or recipe changed since); run the sweep again" if stale else
                f"{len(records)} record(s) there, none finished; run a sweep first")
-        print(f"error: no finished runs of preset {args.preset} in {store.root / args.preset}: "
-              f"{why}", file=sys.stderr)
+        print(f"error: no finished {precision} runs of preset {args.preset} in "
+              f"{store.root / args.preset}: {why}", file=sys.stderr)
         return 2
     out = args.out or f"reports/{args.preset}"
     drawn = nearest_compression(survey_runs(records), args.compression)
     if not math.isclose(drawn, args.compression):
         print(f"no finished run at compression {args.compression:g}: the per-layer figures "
               f"show the nearest stored one, {drawn:g}")
-    path = write_report(records, out, f"Results at the {args.preset} preset", drawn)
+    path = write_report(records, out, f"Results at the {args.preset} preset, {precision}", drawn)
     print(f"wrote {path} and its figures ({len(records)} records)")
     return 0
 

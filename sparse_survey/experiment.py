@@ -108,6 +108,14 @@ def resolve_preset(preset: str) -> str:
     return preset
 
 
+def preset_precision(preset: str, device: str | torch.device | None = None) -> str:
+    """The precision, ``"fp32"`` or ``"bf16"``, that a preset's runs take on ``device``
+    (default: CUDA when there is a GPU, else the CPU) unless told: the preset's own, its
+    ``"auto"`` resolved for the device (so a preset such as ``cpu-full`` trains in bf16 on one
+    machine and in fp32 on another); ``"auto"`` for a config's own budget."""
+    return resolve_precision(PRESETS[preset].precision if preset in PRESETS else "auto", device)
+
+
 class _FromPreset:
     """The default of a budget field: the preset's value, filled in when the config is made."""
 
@@ -171,11 +179,10 @@ class RunConfig:
                              " missing)")
         for name in unset:
             object.__setattr__(self, name, getattr(PRESETS[self.preset], name))
-        if self.precision is FROM_PRESET:
-            object.__setattr__(self, "precision", PRESETS[self.preset].precision
-                               if self.preset in PRESETS else "auto")
-        object.__setattr__(self, "precision", resolve_precision(self.precision,
-                                                                self.torch_device))
+        object.__setattr__(self, "precision",
+                           preset_precision(self.preset, self.torch_device)
+                           if self.precision is FROM_PRESET
+                           else resolve_precision(self.precision, self.torch_device))
         if self.method == "imp" and self.iterations is None:
             object.__setattr__(self, "iterations", 1)
         if (self.method in pruners.METHODS

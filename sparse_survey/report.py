@@ -125,20 +125,30 @@ def frame(records: list[dict]) -> pd.DataFrame:
     """One row per finished run: method label, compression, seed, every table's value and, per
     timing table, whether its timing was contended (column ``"<table> contended"``). A run
     stored twice (the same label, compression and seed, e.g. once under an earlier key) counts
-    once, so seeds are never counted double."""
+    once, so seeds are never counted double. A cell (label and compression) stored at two
+    precisions (a preset whose precision is the machine's, run on two machines) is a
+    ValueError, so that neither is averaged with the other as a seed nor dropped as a repeat:
+    choose one first (``report --precision``, :func:`~sparse_survey.tutorial.stored_runs`)."""
     timed = [name for name, t in TABLES.items() if t.clock]
     rows = []
     for r in records:
         if r["status"] != "finished":
             continue
         row = {"label": r["label"], "compression": r["config"]["compression"],
-               "seed": r["config"]["seed"]}
+               "seed": r["config"]["seed"], "precision": r["config"]["precision"]}
         row.update({name: t.value(r) for name, t in TABLES.items()})
         row.update({f"{name} contended": contended(r, name) for name in timed})
         rows.append(row)
-    df = pd.DataFrame(rows, columns=["label", "compression", "seed", *TABLES,
+    df = pd.DataFrame(rows, columns=["label", "compression", "seed", "precision", *TABLES,
                                      *(f"{name} contended" for name in timed)])
-    return df.drop_duplicates(["label", "compression", "seed"], keep="last")
+    precisions = df.groupby(["label", "compression"])["precision"].agg(lambda p: sorted(set(p)))
+    for (label, compression), found in precisions.items():
+        if len(found) > 1:
+            raise ValueError(f"the records hold {label} at compression {compression:g} in "
+                             f"{' and '.join(found)}: a cell holds one precision; choose the "
+                             "records of one (report --precision)")
+    return df.drop_duplicates(["label", "compression", "seed"], keep="last").drop(
+        columns="precision")
 
 
 def first_line(text: str | None) -> str:

@@ -24,6 +24,7 @@ from .experiment import (
     check_compression,
     dataset,
     fresh_model,
+    preset_precision,
     resolve_preset,
     scoring_batches,
 )
@@ -31,7 +32,7 @@ from .profile import device_name, remaining_flops_fraction
 from .report import accuracy_figure, first_line, markdown, notes, summary, survey_runs, table
 from .store import Store, write_json
 from .sweeps import sweep
-from .train import device_of
+from .train import device_of, resolve_precision
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 
@@ -332,16 +333,25 @@ def glue_accuracy(prefix: str, records: list[dict]) -> tuple[float, float]:
     return highest, accuracy
 
 
-def stored_runs(preset: str, results: str | os.PathLike = "results") -> list[dict]:
-    """The runs of a preset's survey grid in the store, as :func:`~sparse_survey.report.survey_runs`
-    selects them (failed ones included); a clear error when none finished (run the sweep or the
-    method notebooks first)."""
+def stored_runs(preset: str, results: str | os.PathLike = "results",
+                precision: str = "auto") -> list[dict]:
+    """The runs of a preset's survey grid in the store at one precision, as
+    :func:`~sparse_survey.report.survey_runs` selects them (failed ones included). ``precision``
+    ``"auto"`` is the one the preset's runs take on this machine
+    (:func:`~sparse_survey.experiment.preset_precision`), as every notebook's runs do. A clear
+    error when none finished: run the sweep or the method notebooks first, or read the other
+    precision where the store holds that."""
     folder = results_dir(results)
-    records = survey_runs(Store(folder).records(preset))
+    chosen = preset_precision(preset) if precision == "auto" else resolve_precision(precision)
+    every = survey_runs(Store(folder).records(preset))
+    records = [r for r in every if r["config"]["precision"] == chosen]
     if not any(r["status"] == "finished" for r in records):
-        raise RuntimeError(f"no finished runs at preset {preset!r} in {folder / preset}: run "
-                           f"`python -m sparse_survey sweep --preset {preset}` or the method "
-                           "notebooks first")
+        others = sorted({r["config"]["precision"] for r in every if r["status"] == "finished"})
+        hint = (f"; it holds finished runs in {' and '.join(others)} (precision="
+                f"{others[0]!r} reads them)" if others else "")
+        raise RuntimeError(f"no finished {chosen} runs at preset {preset!r} in {folder / preset}"
+                           f"{hint}: run `python -m sparse_survey sweep --preset {preset}` or the "
+                           "method notebooks first")
     return records
 
 

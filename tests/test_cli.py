@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from sparse_survey import train
+from sparse_survey.experiment import preset_precision
 from sparse_survey.train import Recipe
 
 
@@ -126,6 +127,10 @@ def test_cli_sweep_then_report(tmp_path):
     assert "| method | c = 1 |" in text  # a table the survey lacks: our compressions only
     assert (tmp_path / "report" / "accuracy.png").exists()
     assert (tmp_path / "report" / "layer_density.svg").exists()
+    here = preset_precision("smoke")  # the sweep's runs took this machine's precision
+    assert text.startswith(f"# Results at the smoke preset, {here}\n")
+    other = run("report", *common, "--precision", {"fp32": "bf16", "bf16": "fp32"}[here])
+    assert other.returncode == 2 and f"--precision {here} reports them" in other.stderr
     empty = run("report", "--preset", "laptop", "--results", str(tmp_path / "none"))
     assert empty.returncode == 2 and "run a sweep first" in empty.stderr
 

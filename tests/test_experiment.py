@@ -345,9 +345,10 @@ def test_a_grid_sets_each_run_field_on_the_runs_of_its_kind():
 
 
 def fabricated(label, method, compression, seed, accuracy, time_s, status="finished",
-               waited_s=0.0):
+               waited_s=0.0, precision="fp32"):
     iters = int(label[5]) if method == "imp" else 1
-    config = RunConfig.from_preset("smoke", method, compression, seed=seed, iterations=iters)
+    config = RunConfig.from_preset("smoke", method, compression, seed=seed, iterations=iters,
+                                   precision=precision)
     return {"label": label, "status": status, "key": config.key, "data": "made up",
             "config": config_dict(config),
             "metrics": {"test_acc": accuracy, "time_s": time_s, "flops_fraction": 0.5,
@@ -398,6 +399,21 @@ def test_report_tables_match_hand_computed_means():
     assert beside.iloc[0]["c = 0.05"] == "n/a"  # a compression the survey has and we lack
     assert list(report.beside_survey(records, "cpu_memory").index[:3]) == [
         "Mag", "↳ survey", "IMP (2 Iters)"]  # no difference row without a common unit
+
+
+def test_a_cell_stored_at_two_precisions_is_refused_not_averaged_or_dropped():
+    """A preset whose precision is the machine's (cpu-full) can hold a cell in bf16 from one
+    machine and in fp32 from another: as seeds of one mean, or as one run's repeats, either would
+    give a silently mixed number."""
+    fp32 = [fabricated("Mag", "mag", 1, s, 0.80, 1.0, precision="fp32") for s in (0, 1)]
+    bf16 = [fabricated("Mag", "mag", 1, s, 0.90, 1.0, precision="bf16") for s in (0, 1)]
+    assert report.table(fp32, "accuracy").at[1, "Mag"] == "80.00 ± 0.00 (2)"
+    assert report.table(bf16, "accuracy").at[1, "Mag"] == "90.00 ± 0.00 (2)"
+    for mixed in (fp32 + bf16, fp32[:1] + bf16[1:]):  # the same seeds, or other seeds
+        with pytest.raises(ValueError, match="Mag at compression 1 in bf16 and fp32"):
+            report.table(mixed, "accuracy")
+    snip = fabricated("SNIP", "snip", 1, 0, 0.70, 1.0, precision="bf16")  # another cell: fine
+    assert report.table(fp32 + [snip], "accuracy").at[1, "SNIP"] == "70.00"
 
 
 def test_tables_say_what_their_symbols_mean_only_where_they_appear():

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from sparse_survey import tutorial
+from sparse_survey.experiment import RunConfig, config_dict, preset_precision
+from sparse_survey.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +24,29 @@ def test_numbers_accepts_lists_numbers_and_the_text_papermill_passes():
 def test_stored_runs_says_what_to_run_when_the_store_is_empty(tmp_path):
     with pytest.raises(RuntimeError, match="sweep --preset smoke"):
         tutorial.stored_runs("smoke", str(tmp_path))
+
+
+def test_stored_runs_are_read_at_one_precision_the_machines_unless_told(tmp_path):
+    """A preset whose precision is the machine's stores bf16 runs from one machine and fp32 runs
+    from another; a notebook reads the ones its own runs would be (or those it names)."""
+    def stored(precision, accuracy):
+        config = RunConfig.from_preset("smoke", "mag", 1, precision=precision)
+        return Store(tmp_path).write({
+            "key": config.key, "label": config.label, "status": "finished",
+            "config": config_dict(config), "metrics": {"test_acc": accuracy}, "history": [],
+            "layer_densities": {}, "timings": {}, "environment": {}})
+
+    stored("bf16", 0.9)
+    with pytest.raises(RuntimeError, match=r"no finished fp32 runs .* in bf16 \(precision='bf16' "
+                                           "reads them"):
+        tutorial.stored_runs("smoke", tmp_path, precision="fp32")
+    stored("fp32", 0.8)
+    for precision, accuracy in (("fp32", 0.8), ("bf16", 0.9),
+                                ("auto", 0.9 if preset_precision("smoke") == "bf16" else 0.8)):
+        (read,) = tutorial.stored_runs("smoke", tmp_path, precision=precision)
+        assert read["metrics"]["test_acc"] == accuracy
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        tutorial.stored_runs("smoke", tmp_path, precision="fp16")
 
 
 def test_preset_names_are_checked():
