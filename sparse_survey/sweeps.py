@@ -198,8 +198,9 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
             f"{len(twins)} of these runs are stored at preset {twins[0].preset} in {ran}, and "
             f"here they would run in {twins[0].precision} (this machine's precision; bf16 "
             f"hardware: {'yes' if twins[0].precision == 'bf16' else 'no'}), as new runs beside "
-            f"them. Say which: --precision {ran} continues the stored grid (bf16 without bf16 "
-            f"hardware is slow), --precision {twins[0].precision} adds "
+            f"them. Say which: --precision {ran} continues the stored grid"
+            f"{' (bf16 without bf16 hardware is slow)' * (ran == 'bf16')}, --precision "
+            f"{twins[0].precision} adds "
             f"{twins[0].precision} runs beside it")
     pending = [c for c in configs if not store.done(c, retry_diverged)]
     if backend == "local":  # load the data now: a missing or damaged data set stops here
