@@ -74,7 +74,7 @@ def test_a_stored_benchmark_is_measured_once_and_then_read_back(tmp_path):
 def test_glued_accuracy_is_the_mean_over_seeds_at_the_highest_compression(capsys):
     def record(compression, seed, accuracy):
         return {"label": "Mag", "status": "finished",
-                "config": {"compression": compression, "seed": seed},
+                "config": {"compression": compression, "seed": seed, "precision": "fp32"},
                 "metrics": {"test_acc": accuracy}}
 
     records = [record(1, 0, 0.8), record(2, 0, 0.5), record(2, 1, 0.7)]
