@@ -514,18 +514,14 @@ def add_report(commands) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .experiment import preset_precision
-    from .report import nearest_compression, survey_runs, write_report
+    from .report import at_precision, nearest_compression, survey_runs, write_report
     from .store import Store
 
     store = Store(args.results)
     every = store.records(args.preset)
-    precision = (preset_precision(args.preset) if args.precision == "auto"
-                 else args.precision)
-    records = [r for r in every if r["config"]["precision"] == precision]
+    precision, records, others = at_precision(every, args.preset, args.precision)
     if not any(r["status"] == "finished" for r in records):
         stale = len(store.records(args.preset, stale=True)) - len(every)
-        others = sorted({r["config"]["precision"] for r in every if r["status"] == "finished"})
         why = (f"it holds finished runs in {' and '.join(others)}: --precision {others[0]} "
                "reports them" if others else
                f"{stale} record(s) there were made under an earlier definition of the preset "

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from . import dynamic, pruners
-from .experiment import RunConfig
+from .experiment import RunConfig, preset_precision
 from .profile import contended as profile_contended
+from .train import resolve_precision
 
 MIB, GB = 2**20, 1e9
 ONE_SHOT = [method.label for method in pruners.METHODS.values()]  # the survey's column order
@@ -119,6 +120,25 @@ def survey_runs(records: list[dict]) -> list[dict]:
     LTH and sanity-check notebooks show them), IMP with other round counts (the sanity checks'
     one round) and the other variants (the ablations notebook)."""
     return [r for r in records if r["label"] in (*ONE_SHOT, *SURVEY_IMP, *TRAIN_MODE_BN, *DYNAMIC)]
+
+
+class AtPrecision(NamedTuple):
+    """A preset's records at one precision, and what a reader needs when none of them finished."""
+
+    precision: str  # "fp32" or "bf16"
+    records: list[dict]  # those that ran at it
+    others: list[str]  # the other precisions that hold finished records, for a hint
+
+
+def at_precision(records: list[dict], preset: str, precision: str = "auto") -> AtPrecision:
+    """The records of ``preset`` that ran at ``precision``: ``"fp32"``, ``"bf16"``, or
+    ``"auto"``, the precision the preset's runs take on this machine
+    (:func:`~sparse_survey.experiment.preset_precision`). One precision at a time, because a
+    table must not average a bf16 run with an fp32 run of the same cell (:func:`frame` refuses)."""
+    chosen = preset_precision(preset) if precision == "auto" else resolve_precision(precision)
+    others = {r["config"]["precision"] for r in records if r["status"] == "finished"} - {chosen}
+    return AtPrecision(chosen, [r for r in records if r["config"]["precision"] == chosen],
+                       sorted(others))
 
 
 def frame(records: list[dict]) -> pd.DataFrame:

@@ -24,15 +24,23 @@ from .experiment import (
     check_compression,
     dataset,
     fresh_model,
-    preset_precision,
     resolve_preset,
     scoring_batches,
 )
 from .profile import device_name, remaining_flops_fraction
-from .report import accuracy_figure, first_line, markdown, notes, summary, survey_runs, table
+from .report import (
+    accuracy_figure,
+    at_precision,
+    first_line,
+    markdown,
+    notes,
+    summary,
+    survey_runs,
+    table,
+)
 from .store import Store, write_json
 from .sweeps import sweep
-from .train import device_of, resolve_precision
+from .train import device_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 
@@ -342,17 +350,14 @@ def stored_runs(preset: str, results: str | os.PathLike = "results",
     error when none finished: run the sweep or the method notebooks first, or read the other
     precision where the store holds that."""
     folder = results_dir(results)
-    chosen = preset_precision(preset) if precision == "auto" else resolve_precision(precision)
-    every = survey_runs(Store(folder).records(preset))
-    records = [r for r in every if r["config"]["precision"] == chosen]
-    if not any(r["status"] == "finished" for r in records):
-        others = sorted({r["config"]["precision"] for r in every if r["status"] == "finished"})
-        hint = (f"; it holds finished runs in {' and '.join(others)} (precision="
-                f"{others[0]!r} reads them)" if others else "")
-        raise RuntimeError(f"no finished {chosen} runs at preset {preset!r} in {folder / preset}"
-                           f"{hint}: run `python -m sparse_survey sweep --preset {preset}` or the "
-                           "method notebooks first")
-    return records
+    chosen = at_precision(survey_runs(Store(folder).records(preset)), preset, precision)
+    if not any(r["status"] == "finished" for r in chosen.records):
+        hint = (f"; it holds finished runs in {' and '.join(chosen.others)} (precision="
+                f"{chosen.others[0]!r} reads them)" if chosen.others else "")
+        raise RuntimeError(f"no finished {chosen.precision} runs at preset {preset!r} in "
+                           f"{folder / preset}{hint}: run `python -m sparse_survey sweep "
+                           f"--preset {preset}` or the method notebooks first")
+    return chosen.records
 
 
 def stored_benchmark(name: str, compute, preset: str,

@@ -416,6 +416,20 @@ def test_a_cell_stored_at_two_precisions_is_refused_not_averaged_or_dropped():
     assert report.table(fp32 + [snip], "accuracy").at[1, "SNIP"] == "70.00"
 
 
+def test_records_are_read_one_precision_at_a_time_and_the_other_is_named():
+    fp32 = [fabricated("Mag", "mag", 1, 0, 0.80, 1.0, precision="fp32")]
+    bf16 = [fabricated("Mag", "mag", 1, 0, 0.90, 1.0, precision="bf16"),
+            fabricated("SNIP", "snip", 1, 0, 0.10, 1.0, precision="bf16", status="diverged")]
+    chosen = report.at_precision(fp32 + bf16, "smoke", "bf16")
+    assert chosen == ("bf16", bf16, ["fp32"])  # a failed run is kept: tables say it failed
+    assert report.at_precision(bf16, "smoke", "fp32") == ("fp32", [], ["bf16"])
+    assert report.at_precision(fp32 + bf16, "laptop").precision == "fp32"  # pinned: any machine
+    auto = report.at_precision(fp32 + bf16, "smoke")  # the machine's own
+    assert auto.precision == ("bf16" if train.bf16_supported("cpu") else "fp32")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        report.at_precision(fp32, "smoke", "fp16")
+
+
 def test_tables_say_what_their_symbols_mean_only_where_they_appear():
     one = [fabricated("Mag", "mag", 1, 0, 0.80, 1.0)]
     two = one + [fabricated("Mag", "mag", 1, 1, 0.90, 3.0, waited_s=2.0)]
