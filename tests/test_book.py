@@ -59,10 +59,20 @@ def browser():
     driver.quit()
 
 
+def load(browser, page: Path) -> None:
+    """Open a page and wait until its document is complete and has a body, so that a script run
+    next never meets a document still being replaced."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(page.as_uri())
+    WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+        "return document.readyState === 'complete' && document.body !== null"))
+
+
 def open_page(browser, page: Path) -> dict:
     """Load a page, wait for MathJax to finish, and return what the browser rendered."""
     browser.get_log("performance")  # drop the previous page's events
-    browser.get(page.as_uri())
+    load(browser, page)
     browser.set_script_timeout(60)
     browser.execute_async_script("""
         const done = arguments[arguments.length - 1];
@@ -90,9 +100,29 @@ def open_page(browser, page: Path) -> dict:
     return rendered
 
 
+REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.IGNORECASE)
+
+
+def is_redirect(page: Path) -> bool:
+    """A page that only sends the reader on (the book's ``index.html``, to its root chapter): it
+    navigates away as soon as it loads, so it has no content of its own to check."""
+    return bool(REDIRECT.search(page.read_text(encoding="utf-8", errors="replace")))
+
+
 def pages(site: Path) -> list[Path]:
+    """The book's pages a reader reads: not the index, search or redirect pages."""
     return sorted(p for p in site.rglob("*.html")
-                  if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts)
+                  if p.name not in ("genindex.html", "search.html") and "_static" not in p.parts
+                  and not is_redirect(p))
+
+
+def test_the_front_page_sends_the_reader_to_the_introduction(site, browser):
+    front = site / "index.html"
+    assert is_redirect(front), "index.html should send the reader to the root chapter"
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(front.as_uri())  # times out, failing, unless the browser lands on intro.html
+    WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/intro.html"))
 
 
 def test_every_page_renders_offline_with_its_formulas_typeset(site, browser):
@@ -148,7 +178,7 @@ def reading_noise(browser, page: Path) -> dict:
     """What gets in a reader's way on a rendered page: the files its images show, the text of
     its cell outputs (and whether any is a stderr stream), its prose and table text outside code
     blocks, and the width of every table against the page's text column."""
-    browser.get(page.as_uri())
+    load(browser, page)
     return browser.execute_script("""
         const main = document.querySelector("main") || document.body;
         const article = main.querySelector("article") || main;
