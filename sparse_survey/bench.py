@@ -56,8 +56,13 @@ DATASHEET_BF16_FLOPS = {"H100 80GB HBM3": 989.4e12, "H100 PCIe": 756.5e12, "H200
 
 
 def device_slug(device: torch.device) -> str:
-    """The device's name as a file-name part, e.g. ``nvidia-h100-80gb-hbm3``."""
-    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-") or device.type
+    """The device's name as a file-name part, e.g. ``nvidia-h100-80gb-hbm3``; for a CPU with
+    the vector instructions torch dispatches to, e.g. ``amd-epyc-avx2``, because machines that
+    share a model name can differ in them, and with them in every timing."""
+    name = device_name(device)
+    if device.type == "cpu":
+        name += f" {torch.backends.cpu.get_cpu_capability()}"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or device.type
 
 
 def save(record: dict, out: str | os.PathLike, name: str) -> Path:

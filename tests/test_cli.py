@@ -160,7 +160,10 @@ def test_cli_bench_train_on_one_channel_digits_prints_and_stores_the_loops(tmp_p
     setups = [(p, cl) for p in ("fp32", "bf16")[:1 + train.bf16_supported("cpu")]
               for cl in (False, True)]
     assert loops == [["baseline", "128"]] + [["eager", b] for _ in setups for b in ("128", "512")]
-    stored = json.loads(next(tmp_path.glob("train-mlp-*.json")).read_text())
+    [path] = tmp_path.glob("train-mlp-*.json")  # named for the CPU and its vector instructions
+    stored = json.loads(path.read_text())
+    capability = stored["environment"]["cpu_capability"]
+    assert path.stem.endswith(f"-{capability.lower()}")  # e.g. amd-epyc-avx2
     rows = stored["rows"]
     assert [(r["precision"], r["channels_last"]) for r in rows[1::2]] == setups
     assert all(row["images_per_s"] > 0 and row["fraction_of_peak"] > 0 for row in rows)
