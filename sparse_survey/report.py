@@ -706,7 +706,8 @@ def _save(fig, path: Path | None):
 
 def scale(records: list[dict]) -> str:
     """What the records' runs trained, in one line for the top of a table: model and width,
-    data, epochs and batch, the device, and how many seeds a cell holds."""
+    data, epochs and batch, the precision they trained in, the device, and how many seeds a
+    cell holds."""
     finished = [r for r in records if r["status"] == "finished"]
     if not finished:
         return "no finished run"
@@ -725,7 +726,8 @@ def scale(records: list[dict]) -> str:
     fewest, most = int(seeds.min()), int(seeds.max())
     return (f"{said(c['model'].upper() for c in configs)} at width "
             f"{said(format(c['width'], 'g') for c in configs)}, "
-            f"{said(r['data'] for r in finished)}, {images}, {recipes}, on "
+            f"{said(r['data'] for r in finished)}, {images}, {recipes}, "
+            f"{said(c['precision'] for c in configs)}, on "
             f"{said(r['environment'].get('device_name', '?') for r in finished)}; seeds per "
             f"cell: {fewest}" + (f" to {most}" if most > fewest else ""))
 

@@ -50,7 +50,8 @@ def test_a_smoke_sweep_produces_records_and_tables(swept):
     assert all(float(v) > 10 for v in accuracy.to_numpy().flatten())
     scale = report.scale(records)
     assert scale.startswith("MLP at width 1, ") and "30 training images per class" in scale
-    assert "10 epochs at batch 32" in scale and scale.endswith("seeds per cell: 1")
+    assert f"10 epochs at batch 32, {records[0]['config']['precision']}, on " in scale
+    assert scale.endswith("seeds per cell: 1")
 
 
 def test_running_the_sweep_again_does_no_work(swept, monkeypatch):
