@@ -30,6 +30,7 @@ compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions of the whole-gr
 seeds: int = 3  # seeds of the BatchNorm comparison at its seeded compressions (the spread)
 seeded_compressions: list = [0.05, 1, 2]  # where the BatchNorm comparison runs every seed
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import dataclasses
@@ -40,7 +41,7 @@ import pandas as pd
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
+run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
 seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
           if c in run.compressions]
 first_seed = run.seeds[:1]
@@ -72,8 +73,8 @@ for method in ("snip", "grasp"):
     for mode in ("eval", "train"):
         records += grid(method, bn_mode=mode) + grid(method, seeded, run.seeds[1:], bn_mode=mode)
     bn_records[method] = records
-    label = ss.experiment.RunConfig.from_preset(run.preset, method, 1, bn_mode="train").label
-    bn_effects[method] = report.effects(records, ss.pruners.METHODS[method].label, label)
+    bn_effects[method] = report.effects(records, run.label(method),
+                                        run.label(method, bn_mode="train"))
     tutorial.show(bn_effects[method], 2,
                   title=f"{ss.pruners.METHODS[method].label}: eval-mode against train-mode BatchNorm at scoring")
     tutorial.show_figure(report.accuracy_figure(records, with_survey=False),
@@ -146,8 +147,8 @@ tutorial.glue_numbers("ablations_grasp", positive_eval=shares["eval mode"],
 
 # %%
 synflow = grid("synflow") + grid("synflow", iterations=1)
-one_round = ss.experiment.RunConfig.from_preset(run.preset, "synflow", 1, iterations=1).label
-rounds = report.effects(synflow, "SynFlow", one_round)
+one_round = run.label("synflow", iterations=1)
+rounds = report.effects(synflow, run.label("synflow"), one_round)
 tutorial.show(rounds, 2, title="SynFlow: 100 scoring rounds against one")
 emptied = report.collapsed_layers(synflow)
 tutorial.show(emptied, 1, title="Prunable layers left with no weight (mean over seeds)")
@@ -164,10 +165,10 @@ tutorial.glue_numbers("ablations_synflow", high_effect=float(rounds["effect"].il
 # every layer at the same density, like random pruning does by chance.
 
 # %%
-for method, label in (("mag", "Mag"), ("snip", "SNIP")):
+for method in ("mag", "snip"):
     records = grid(method, near(0.5, 1, 2)) + grid(method, near(0.5, 1, 2), scope="local")
-    local = ss.experiment.RunConfig.from_preset(run.preset, method, 1, scope="local").label
-    table = report.effects(records, label, local)
+    label = run.label(method)
+    table = report.effects(records, label, run.label(method, scope="local"))
     tutorial.show(table, 2, title=f"{label}: one global threshold against one per layer")
     tutorial.glue_numbers(f"ablations_scope_{method}", high_effect=float(table["effect"].iloc[-1]),
                           verdict=judged(table, table.index[-1]))
@@ -179,10 +180,10 @@ for method, label in (("mag", "Mag"), ("snip", "SNIP")):
 # single batch at random initialization.
 
 # %%
-for method, label in (("snip", "SNIP"), ("grasp", "GraSP")):
+for method in ("snip", "grasp"):
     records = grid(method, near(1, 2)) + grid(method, near(1, 2), prune_batches=10)
-    more = ss.experiment.RunConfig.from_preset(run.preset, method, 1, prune_batches=10).label
-    table = report.effects(records, label, more)
+    label = run.label(method)
+    table = report.effects(records, label, run.label(method, prune_batches=10))
     tutorial.show(table, 2, title=f"{label}: scored on one batch against ten")
     tutorial.glue_numbers(f"ablations_data_{method}", high_effect=float(table["effect"].iloc[-1]),
                           verdict=judged(table, table.index[-1]))
@@ -200,9 +201,8 @@ recipe = ss.experiment.PRESETS[run.preset].recipe
 early = max(1, round(0.01 * recipe.epochs * (train_images // recipe.batch_size)))
 rewinds = grid("imp", near(1, 2), iterations=2) + grid("imp", near(1, 2), iterations=2,
                                                          rewind=early)
-rewound = ss.experiment.RunConfig.from_preset(run.preset, "imp", 1, iterations=2,
-                                              rewind=early).label
-table = report.effects(rewinds, "IMP (2 Iters)", rewound)
+table = report.effects(rewinds, run.label("imp", iterations=2),
+                       run.label("imp", iterations=2, rewind=early))
 tutorial.show(table, 2, title=f"IMP (2 Iters): rewound to initialization against step {early}")
 tutorial.glue_numbers("ablations_rewind", step=early, high_effect=float(table["effect"].iloc[-1]),
                       verdict=judged(table, table.index[-1]))

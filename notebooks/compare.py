@@ -30,6 +30,7 @@
 preset: str = "auto"  # whose records: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 results: str = "results"  # folder of the results store
 figure_compression: float = 1.0  # compression of the per-layer density picture
+precision: str = "auto"  # whose runs: fp32, bf16, or "auto": the precision the preset's runs take here
 
 # %%
 import pandas as pd
@@ -37,8 +38,10 @@ from IPython.display import Markdown, display
 
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, results=results, figure_compression=figure_compression)
-records = tutorial.stored_runs(run.preset, run.results)  # the survey's columns, train-mode BN rows
+run = tutorial.parameters(preset, results=results, figure_compression=figure_compression,
+                          precision=precision)
+# the survey's columns and the train-mode BN rows, at one precision
+records = tutorial.stored_runs(run.preset, run.results, run.precision)
 finished = [r for r in records if r["status"] == "finished"]
 minutes = sum(r["timings"]["total_s"] for r in records) / 60
 tutorial.glue_numbers("compare", runs=len(records), finished=len(finished), run_minutes=minutes,

@@ -37,6 +37,7 @@ seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
 seeded_compressions: list = [1, 2]  # where SET and RigL run every seed
 iters: list = [2, 3, 4]  # the IMP round counts to set beside them (their stored runs)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import pandas as pd
@@ -44,7 +45,7 @@ import pandas as pd
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
+run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
 seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
           if c in run.compressions]
 rounds = [tutorial.count(k, "iters") for k in (iters if isinstance(iters, list) else [iters])]

@@ -35,6 +35,7 @@ compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (
 bn_mode: str = "eval"  # BatchNorm while scoring: "eval" (the survey's code) or "train" (GraSP's own)
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import torch
@@ -42,7 +43,8 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="grasp", bn_mode=bn_mode)
+run = tutorial.parameters(preset, compressions, seeds, results, method="grasp", bn_mode=bn_mode,
+                          precision=precision)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]

@@ -33,12 +33,14 @@ compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # final compressions c (densit
 rewind: str = "init"  # rewind the survivors to "init" (the survey's) or to a training step, e.g. 40
 seeds: int = 1  # seeds of weights and data order (mean and spread when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
-                          iterations=tutorial.count(iters, "iters"), rewind=rewind)
+                          iterations=tutorial.count(iters, "iters"), rewind=rewind,
+                          precision=precision)
 
 # %% [markdown]
 # ## The runs

@@ -33,12 +33,13 @@ compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density
 iters: int = 2  # IMP prune rounds per ticket (a run's `iterations`)
 seeds: int = 1  # seeds of weights and data order (mean over seeds when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
-                          iterations=tutorial.count(iters, "iters"))
+                          iterations=tutorial.count(iters, "iters"), precision=precision)
 
 # %% [markdown]
 # ## Tickets and their controls

@@ -34,6 +34,7 @@ compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
 scope: str = "global"  # one threshold over all layers (global, the survey's) or one per layer (local)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import warnings
@@ -44,7 +45,8 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="mag", scope=scope)
+run = tutorial.parameters(preset, compressions, seeds, results, method="mag", scope=scope,
+                          precision=precision)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]

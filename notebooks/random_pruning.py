@@ -34,6 +34,7 @@ preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CP
 compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
 seeds: int = 1  # seeds of the random scores and the training (mean and spread when more than one)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import pandas as pd
@@ -42,7 +43,7 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="rand")
+run = tutorial.parameters(preset, compressions, seeds, results, method="rand", precision=precision)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]

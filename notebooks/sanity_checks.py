@@ -38,6 +38,7 @@ compressions: list = [0.5, 1, 2]  # compressions c (density 10^-c)
 seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
 seeded_compressions: list = [1, 2]  # where every method, control and the reference run every seed
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import math
@@ -49,7 +50,7 @@ from myst_nb import glue
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, trains=True)
+run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
 if not isinstance(methods, list) or not methods or any(
         m not in ss.pruners.METHODS for m in methods):
     raise tutorial.ParameterError(f"bad notebook parameter: methods must be a list of "
@@ -68,10 +69,6 @@ def stored(method, **fields):
     return tutorial.every_seed(tutorial.runs(configs, run.results), run.results)
 
 
-def label(method, **fields):
-    return ss.experiment.RunConfig.from_preset(run.preset, method, 1, **fields).label
-
-
 # %% [markdown]
 # ## The runs
 #
@@ -83,7 +80,7 @@ def label(method, **fields):
 arms = {method: {None: stored(method), **{c: stored(method, control=c) for c in CONTROLS}}
         for method in methods}
 reference = stored("imp", iterations=1)
-reference_label = label("imp", iterations=1)
+reference_label = run.label("imp", iterations=1)
 everything = [r for method in arms.values() for records in method.values() for r in records]
 spread = report.seed_spread(everything + reference)
 tutorial.glue_numbers("sanity", seed_spread=spread, runs=len(everything + reference))
@@ -114,10 +111,10 @@ for method, records in arms.items():
 # %%
 rows = []
 for method, records in arms.items():
-    base = label(method)
+    base = run.label(method)
     for control in CONTROLS:
         effects = report.effects(records[None] + records[control], base,
-                                 label(method, control=control))
+                                 run.label(method, control=control))
         for c in seeded:
             if c not in effects.index:
                 continue
@@ -143,7 +140,7 @@ for row in rows:
 # %%
 gaps = []
 for method, records in arms.items():
-    base = label(method)
+    base = run.label(method)
     effects = report.effects(reference + records[None], reference_label, base)
     for c in seeded:
         if c not in effects.index:
@@ -245,14 +242,14 @@ def rebuilt(method, c, records, **fields):
 empty, unit_counts = [], set()  # every model of the preset has the same units
 for method, records in arms.items():
     for c in seeded:
-        row = {"method": label(method), "compression": c}
+        row = {"method": run.label(method), "compression": c}
         for control, arm in ((None, "method"), ("shuffle", "shuffled")):
             model, record = rebuilt(method, c, records[control], control=control)
             unit_counts.add(sum(w.shape[0] for w in ss.masks.prunable(model).values()))
             row[f"empty units, {arm}"] = sum(ss.masks.empty_units(model).values())
             row[f"accuracy (%), {arm}"] = 100 * record["metrics"]["test_acc"]
         empty.append(row)
-        key = f"{report.label_key(label(method))}_empty_units_c{c:g}".replace(".", "_")
+        key = f"{report.label_key(run.label(method))}_empty_units_c{c:g}".replace(".", "_")
         tutorial.glue_numbers("sanity", **{key: row["empty units, method"],
                                            f"{key}_shuffled": row["empty units, shuffled"]})
 (units,) = unit_counts
@@ -277,8 +274,8 @@ tutorial.show(empty, 1, title=f"Units that keep no weight, of {units} in all, an
 # %%
 rounded_up = stored("synflow", rounding="up")
 plain_synflow = arms["synflow"][None] if "synflow" in arms else stored("synflow")
-up_label = label("synflow", rounding="up")
-rounding_effects = report.effects(plain_synflow + rounded_up, label("synflow"), up_label)
+up_label = run.label("synflow", rounding="up")
+rounding_effects = report.effects(plain_synflow + rounded_up, run.label("synflow"), up_label)
 rounding_rows, overlap = [], {}  # overlap: compression -> (IoU, largest layer density gap)
 for c in run.compressions:
     nearest, up = (ss.masks.get(rebuilt("synflow", c, records, rounding=rounding)[0])
@@ -293,7 +290,7 @@ for c in run.compressions:
     if c in rounding_effects.index:
         effect = rounding_effects.at[c, "effect"]
         judged_by = float(np.nanmax([spread, rounding_effects.at[c, "seed spread"]]))
-        row.update({"nearest (%)": f"{rounding_effects.at[c, label('synflow')]:.2f}",
+        row.update({"nearest (%)": f"{rounding_effects.at[c, run.label('synflow')]:.2f}",
                     "up (%)": f"{rounding_effects.at[c, up_label]:.2f}",
                     "up - nearest": judged(effect, judged_by), "judged by": f"{judged_by:.2f}",
                     "seeds": rounding_effects.at[c, "seeds"]})

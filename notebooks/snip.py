@@ -31,6 +31,7 @@ prune_batches: int = 1  # training batches of 256 images that the scores are sum
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
 bn_mode: str = "eval"  # BatchNorm while scoring: "eval" (the survey's code) or "train" (SNIP's own)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import pandas as pd
@@ -40,7 +41,7 @@ import sparse_survey as ss
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, method="snip",
-                          prune_batches=prune_batches, bn_mode=bn_mode)
+                          prune_batches=prune_batches, bn_mode=bn_mode, precision=precision)
 model, batches = tutorial.model_and_batches(run, batches=max(2, prune_batches))
 
 # %% [markdown]

@@ -37,14 +37,16 @@ method: str = "rand"  # pruning method of the benchmark's masks
 batch_sizes: list = [1, 64]  # batch sizes of the kernel benchmark
 repeats: int = 5  # timed passes per measurement (the median is kept)
 device: str = "cpu"  # device of the kernel benchmark
+precision: str = "auto"  # whose runs: fp32, bf16, or "auto": the precision the preset's runs take here
 
 # %%
 import pandas as pd
 
 from sparse_survey import bench, report, tutorial
 
-run = tutorial.parameters(preset, results=results)
-records = [r for r in tutorial.stored_runs(run.preset, run.results) if r["status"] == "finished"]
+run = tutorial.parameters(preset, results=results, precision=precision)
+records = [r for r in tutorial.stored_runs(run.preset, run.results, run.precision)
+           if r["status"] == "finished"]
 batch_sizes = [int(b) for b in tutorial.numbers(batch_sizes, "batch_sizes")]
 print(f"{len(records)} finished runs at preset {run.preset}")
 

@@ -36,6 +36,7 @@ compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (
 iterations: int = 100  # scoring rounds, rescoring the thinned network between them (SynFlow's 100)
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
 seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
+precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
 # %%
 import warnings
@@ -47,7 +48,7 @@ import sparse_survey as ss
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, method="synflow",
-                          iterations=iterations)
+                          iterations=iterations, precision=precision)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]

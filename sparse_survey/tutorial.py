@@ -24,6 +24,7 @@ from .experiment import (
     check_compression,
     dataset,
     fresh_model,
+    preset_precision,
     resolve_preset,
     scoring_batches,
 )
@@ -40,7 +41,7 @@ from .report import (
 )
 from .store import Store, write_json
 from .sweeps import sweep
-from .train import device_of
+from .train import device_of, resolve_precision
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 
@@ -60,8 +61,9 @@ def results_dir(results: str | os.PathLike) -> Path:
 class Parameters:
     """A notebook's parameters, checked and resolved by :func:`parameters`: the preset, the
     compressions and seeds to run, the results folder, the method and the run-config fields
-    that vary it (e.g. ``{"bn_mode": "train"}``), the compression of per-layer pictures and
-    the device (None: CUDA when there is a GPU)."""
+    that vary it (e.g. ``{"bn_mode": "train"}``), the compression of per-layer pictures, the
+    device (None: CUDA when there is a GPU) and the precision the runs train in, or were
+    trained in for a notebook that reads them (``"fp32"`` or ``"bf16"``)."""
 
     preset: str
     compressions: list[float]
@@ -71,15 +73,24 @@ class Parameters:
     fields: dict = field(default_factory=dict)
     figure_compression: float = 1.0
     device: str | None = None
+    precision: str = "fp32"
 
     def configs(self, method: str | None = None, compressions=None, seeds=None,
                 **more) -> list[RunConfig]:
         """The run configs of every compression and seed (by default the parameters' own), for
-        ``method`` (default: the parameters'), with ``fields`` and ``more``."""
+        ``method`` (default: the parameters'), at the parameters' precision, with ``fields``
+        and ``more``."""
         return [RunConfig.from_preset(self.preset, method or self.method, c, seed=s,
-                                      device=self.device, **{**self.fields, **more})
+                                      device=self.device, precision=self.precision,
+                                      **{**self.fields, **more})
                 for s in (self.seeds if seeds is None else seeds)
                 for c in (self.compressions if compressions is None else compressions)]
+
+    def label(self, method: str | None = None, **more) -> str:
+        """The label that the tables give ``method``'s runs (default: the parameters' method)
+        with ``fields`` and ``more`` at the parameters' preset and precision, e.g. ``"SNIP"`` or
+        ``"SNIP (BN train)"``; a precision other than the preset's own is named in it."""
+        return self.configs(method, [1], [0], **more)[0].label
 
 
 class ParameterError(ValueError):
@@ -90,7 +101,7 @@ class ParameterError(ValueError):
 def parameters(preset: str = "auto", compressions=(1,), seeds=1,
                results: str | os.PathLike = "results", method: str | None = None,
                figure_compression: float = 1.0, device: str | None = None,
-               trains: bool | None = None, **fields) -> Parameters:
+               trains: bool | None = None, precision: str = "auto", **fields) -> Parameters:
     """Check a notebook's parameters at once, in the cell after them, so that a bad value stops
     the notebook with a clear message before any work: first that papermill injected no
     parameter the notebook lacks (:func:`refuse_unknown_parameters`), then ``preset``
@@ -98,24 +109,29 @@ def parameters(preset: str = "auto", compressions=(1,), seeds=1,
     text of a list; each >= 0 and low enough to leave every layer a weight), ``seeds`` (a count
     >= 1, or a list of seeds), ``results`` (see :func:`results_dir`; a notebook that ``trains``,
     by default one with a ``method``, must be able to write there), ``method`` and the run-config
-    ``fields`` (made into a config once, so a bad value is caught here), and ``device``.
-    CIFAR-10 is found through ``$SPARSE_SURVEY_DATA`` (see :func:`sparse_survey.data.load`).
+    ``fields`` (made into a config once, so a bad value is caught here), ``device``, and
+    ``precision`` (``"fp32"``, ``"bf16"``, or ``"auto"``: the preset's own on this machine, see
+    :func:`~sparse_survey.experiment.preset_precision`; so ``cpu-full`` reads and runs bf16 on a
+    CPU with bf16 arithmetic and fp32 elsewhere, and ``laptop`` fp32 everywhere). CIFAR-10
+    is found through ``$SPARSE_SURVEY_DATA`` (see :func:`sparse_survey.data.load`).
     Raises :class:`ParameterError`."""
     refuse_unknown_parameters()
     try:
-        checked = Parameters(resolve_preset(preset), numbers(compressions, "compressions"),
-                             seed_list(seeds), results_dir(results), method, fields,
-                             figure_compression, device)
-        budget = PRESETS[checked.preset]
-        for c in checked.compressions:  # negative, or too high for the preset's model
-            check_compression(c, budget.model, budget.width, budget.dataset,
-                              fields.get("scope", "global"))
         if device is not None:
             try:
                 torch.device(device)
             except RuntimeError:
                 raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, "
                                  "cuda)") from None
+        chosen = resolve_preset(preset)
+        checked = Parameters(chosen, numbers(compressions, "compressions"), seed_list(seeds),
+                             results_dir(results), method, fields, figure_compression, device,
+                             preset_precision(chosen, device) if precision == "auto"
+                             else resolve_precision(precision))
+        budget = PRESETS[checked.preset]
+        for c in checked.compressions:  # negative, or too high for the preset's model
+            check_compression(c, budget.model, budget.width, budget.dataset,
+                              fields.get("scope", "global"))
         if method is not None:
             checked.configs()  # RunConfig checks the method and its fields
         writes = method is not None if trains is None else trains

@@ -18,7 +18,7 @@ from PIL import Image
 from sparse_survey import data, experiment, lottery, models, pruners, report, sweeps, tutorial
 from sparse_survey.experiment import RunConfig, config_dict
 from sparse_survey.store import Store, read_record, write_json
-from sparse_survey.train import Recipe
+from sparse_survey.train import Recipe, bf16_supported
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -423,9 +423,27 @@ def test_notebook_parameters_are_checked_at_once():
                          ({"compressions": "[1, -1]"}, "compression must be >= 0"),
                          ({"compressions": []}, "non-empty list"),
                          ({"preset": "huge"}, "unknown preset"),
-                         ({"device": "foo"}, "not a torch device")]:
+                         ({"device": "foo"}, "not a torch device"),
+                         ({"precision": "fp16"}, "unknown precision 'fp16'")]:
         with pytest.raises(ValueError, match=message):
             tutorial.parameters(**{"preset": "smoke", **bad})
+
+
+def test_a_notebooks_precision_is_the_presets_own_unless_told():
+    """``auto`` is the precision the preset's runs take on this machine: laptop's pinned fp32
+    everywhere, smoke's the machine's; a precision named is the runs' own, and is named in their
+    label where the preset's own is another."""
+    assert tutorial.parameters("laptop").precision == "fp32"
+    machine = "bf16" if bf16_supported("cpu") else "fp32"
+    smoke = tutorial.parameters("smoke", method="mag")
+    assert smoke.precision == machine and smoke.label() == "Mag"
+    assert {c.precision for c in smoke.configs()} == {machine}
+    laptop_bf16 = tutorial.parameters("laptop", method="snip", precision="bf16", bn_mode="train")
+    assert {c.precision for c in laptop_bf16.configs()} == {"bf16"}
+    assert laptop_bf16.label() == RunConfig.from_preset("laptop", "snip", 1, bn_mode="train",
+                                                        precision="bf16").label
+    assert laptop_bf16.label() != tutorial.parameters("laptop", method="snip",
+                                                      bn_mode="train").label()
 
 
 def test_runs_of_a_notebook_that_all_failed_say_why(tmp_path):
