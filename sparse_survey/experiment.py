@@ -108,11 +108,15 @@ def resolve_preset(preset: str) -> str:
     return preset
 
 
-def preset_precision(preset: str, device: str | torch.device | None = None) -> str:
+def preset_precision(preset: str, device: str | torch.device | None = None,
+                     asked: str = "auto") -> str:
     """The precision, ``"fp32"`` or ``"bf16"``, that a preset's runs take on ``device``
-    (default: CUDA when there is a GPU, else the CPU) unless told: the preset's own, its
-    ``"auto"`` resolved for the device (so a preset such as ``cpu-full`` trains in bf16 on one
-    machine and in fp32 on another); ``"auto"`` for a config's own budget."""
+    (default: CUDA when there is a GPU, else the CPU): ``asked`` when it names one, else the
+    preset's own, its ``"auto"`` resolved for the device (so a preset such as ``cpu-full``
+    trains in bf16 on one machine and in fp32 on another); ``"auto"`` for a config's own
+    budget. Raises ``ValueError`` for a precision that is none of auto, fp32, bf16."""
+    if asked != "auto":
+        return resolve_precision(asked, device)
     return resolve_precision(PRESETS[preset].precision if preset in PRESETS else "auto", device)
 
 

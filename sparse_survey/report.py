@@ -26,7 +26,6 @@ import pandas as pd
 from . import dynamic, pruners
 from .experiment import RunConfig, preset_precision
 from .profile import contended as profile_contended
-from .train import resolve_precision
 
 MIB, GB = 2**20, 1e9
 ONE_SHOT = [method.label for method in pruners.METHODS.values()]  # the survey's column order
@@ -135,7 +134,7 @@ def at_precision(records: list[dict], preset: str, precision: str = "auto") -> A
     ``"auto"``, the precision the preset's runs take on this machine
     (:func:`~sparse_survey.experiment.preset_precision`). One precision at a time, because a
     table must not average a bf16 run with an fp32 run of the same cell (:func:`frame` refuses)."""
-    chosen = preset_precision(preset) if precision == "auto" else resolve_precision(precision)
+    chosen = preset_precision(preset, asked=precision)
     others = {r["config"]["precision"] for r in records if r["status"] == "finished"} - {chosen}
     return AtPrecision(chosen, [r for r in records if r["config"]["precision"] == chosen],
                        sorted(others))

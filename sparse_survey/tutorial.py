@@ -41,7 +41,7 @@ from .report import (
 )
 from .store import Store, write_json
 from .sweeps import sweep
-from .train import device_of, resolve_precision
+from .train import device_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
 
@@ -126,8 +126,7 @@ def parameters(preset: str = "auto", compressions=(1,), seeds=1,
         chosen = resolve_preset(preset)
         checked = Parameters(chosen, numbers(compressions, "compressions"), seed_list(seeds),
                              results_dir(results), method, fields, figure_compression, device,
-                             preset_precision(chosen, device) if precision == "auto"
-                             else resolve_precision(precision))
+                             preset_precision(chosen, device, precision))
         budget = PRESETS[checked.preset]
         for c in checked.compressions:  # negative, or too high for the preset's model
             check_compression(c, budget.model, budget.width, budget.dataset,

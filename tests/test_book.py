@@ -100,7 +100,7 @@ def open_page(browser, page: Path) -> dict:
     return rendered
 
 
-REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.IGNORECASE)
+REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=[^"]+"', re.IGNORECASE)
 
 
 def is_redirect(page: Path) -> bool:

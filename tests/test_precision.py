@@ -36,6 +36,17 @@ def test_a_bf16_run_never_takes_an_fp32_runs_key():
     assert RunConfig.from_preset("laptop", "mag", 1, precision="bf16").label == "Mag (bf16)"
 
 
+def test_a_presets_precision_is_its_own_unless_one_is_asked_for():
+    machine = "bf16" if train.bf16_supported("cpu") else "fp32"
+    assert experiment.preset_precision("laptop", "cpu") == "fp32"  # pinned: its records are fp32
+    assert experiment.preset_precision("cpu-full", "cpu") == machine  # its own is "auto"
+    assert experiment.preset_precision("laptop", "cpu", asked="bf16") == "bf16"
+    assert experiment.preset_precision("cpu-full", "cpu", asked="fp32") == "fp32"
+    assert experiment.preset_precision("laptop", "cpu", asked="auto") == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        experiment.preset_precision("laptop", "cpu", asked="fp16")
+
+
 @pytest.mark.parametrize(("device", "precision"), [("cpu", "fp32"), ("cuda", "bf16"),
                                                     ("cuda:0", "bf16")])
 def test_a_record_made_before_precision_was_stored_keeps_its_meaning(device, precision, tmp_path):
