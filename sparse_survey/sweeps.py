@@ -294,11 +294,22 @@ def estimate_seconds(config: RunConfig, *pools: list[dict]) -> float | None:
 
 
 def past_runs(store: Store, configs: list[RunConfig]) -> list[dict]:
-    """The stored records of the configs' presets that ran on the device these configs will run
-    on (by its name): what a time estimate may draw on."""
-    devices = {device_name(c.torch_device) for c in configs}
+    """The stored records of the configs' presets that ran as these configs will: on the same
+    device (by its name and, for a CPU whose record says, by the vector instructions torch
+    dispatches) at the same precision. What a time estimate may draw on: CPUs of one model name
+    differ in their instructions, and a bf16 run on one with bf16 dot products says little of
+    an fp32 run's time (cpu-full trained in about 410 s on one, 600 s in fp32 on the other)."""
+    alike = {(device_name(c.torch_device), c.precision) for c in configs}
+    capability = torch.backends.cpu.get_cpu_capability()
+
+    def ran_alike(record: dict) -> bool:
+        ran = record["environment"]
+        on_cpu = torch.device(ran.get("device", "cpu")).type == "cpu"
+        return ((ran.get("device_name"), record["config"]["precision"]) in alike
+                and not (on_cpu and ran.get("cpu_capability", capability) != capability))
+
     return [r for preset in sorted({c.preset for c in configs}) for r in store.records(preset)
-            if r["environment"].get("device_name") in devices]
+            if ran_alike(r)]
 
 
 def _run_with_threads(config: RunConfig, cache_dir, threads: int, data_root) -> dict:

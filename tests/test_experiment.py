@@ -12,6 +12,7 @@ import torch
 
 from sparse_survey import experiment, report, sweeps, train
 from sparse_survey.experiment import RunConfig, config_dict
+from sparse_survey.profile import device_name
 from sparse_survey.store import Store
 from sparse_survey.train import Recipe
 
@@ -595,6 +596,25 @@ def test_run_time_estimates_by_kind_then_by_training():
     assert sweeps.estimate_seconds(imp3, [], []) is None
     assert sweeps.trainings(config_dict(
         RunConfig.from_preset("smoke", "imp", 1, iterations=2, control="reinit"))) == 4
+
+
+def test_time_estimates_draw_only_on_runs_made_as_this_one_will_be():
+    config = RunConfig.from_preset("smoke", "mag", 1, device="cpu", precision="fp32")
+    here = {"device": "cpu", "device_name": device_name(torch.device("cpu")),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+    def record(precision="fp32", **environment):
+        return {"config": {"precision": precision}, "environment": {**here, **environment}}
+
+    alike, unrecorded = record(), record()
+    del unrecorded["environment"]["cpu_capability"]  # a record from before it was recorded
+
+    class Stored:  # what past_runs reads of a Store
+        def records(self, preset):
+            return [alike, record("bf16"), record(cpu_capability="another"),
+                    record(device_name="another CPU"), unrecorded] if preset == "smoke" else []
+
+    assert sweeps.past_runs(Stored(), [config]) == [alike, unrecorded]
 
 
 def test_a_config_takes_its_budget_from_its_preset_and_names_every_departure():
