@@ -442,6 +442,7 @@ def add_sweep(commands) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
+    from .experiment import trainings_left
     from .report import first_line
     from .store import Store
     from .sweeps import estimate_seconds, grid_configs, load_grid, past_runs, sweep
@@ -484,7 +485,9 @@ def run_sweep(args: argparse.Namespace) -> int:
               "to it")
     if left:
         past = past_runs(store, left)
-        estimates = [estimate_seconds(c, records, past) for c in left]
+        estimates = [estimate_seconds(c, records, past,
+                                      left=trainings_left(c, args.cache_dir, args.data_root))
+                     for c in left]
         known = [e for e in estimates if e is not None]
         print(f"left for the next call: {len(left)} runs, about {sum(known) / 60:.1f} minutes "
               f"on this device{'' if len(known) == len(left) else ' (some not estimated)'}; "

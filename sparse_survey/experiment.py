@@ -550,6 +550,22 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
             **({"connectivity": connectivity} if connectivity else {})}
 
 
+def trainings_left(config: RunConfig, cache_dir=None, data_root=None) -> int:
+    """How many trainings :func:`run` of ``config`` still has to do: one; for IMP the rounds,
+    and the dense training, that the IMP cache in ``cache_dir`` does not hold yet
+    (:func:`lottery.trainings_left`), and one more for a control. What a sweep's time budget
+    counts: an IMP run whose rounds another configuration trained costs only the rest."""
+    if config.method != "imp":
+        return 1
+    train, test = dataset(config.dataset, data_root, config.limit_per_class, progress=False)
+    model = fresh_model(config.model, config.width, train.shape, len(train.classes),
+                        config.seed, "cpu")  # the same initial weights on any device
+    files = lottery.cache_files(model, (train, test), config.compression, config.iterations,
+                                config.recipe, rewind=config.rewind, seed=config.seed,
+                                precision=config.precision, cache_dir=cache_dir)
+    return lottery.trainings_left(files) + (config.control is not None)
+
+
 def weight_histograms(model: torch.nn.Module, bins: int = 40) -> dict[str, dict]:
     """Per prunable layer, a histogram of the kept weights (for the weight-distribution figure)."""
     out = {}

@@ -88,17 +88,13 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
     device = device_of(device)
     precision = resolve_precision(precision, device)
     model.to(device)
-    train, test = data
     training = {"data": data, "recipe": recipe, "seed": seed, "device": device,
                 "progress": progress, "eval_every": eval_every, "compile": compile,
                 "precision": precision}
-    cache = Path(cache_dir or default_cache_dir()) / "imp"
-    trained_from = rewind if isinstance(rewind, int) else "init"  # what the dense run keeps
-    key = run_key(model, train, test, recipe, seed, trained_from, precision)  # hashes the data
-    fine_tuned = "-fine-tuned" if rewind == "none" else ""
-    targets = [compression * r / iterations for r in range(1, iterations + 1)]
-    checkpoints = [cache / round_name(key + fine_tuned, targets[:r])
-                   for r in range(1, iterations + 1)]
+    dense_file, checkpoints = cache_files(model, data, compression, iterations, recipe,
+                                          rewind=rewind, seed=seed, precision=precision,
+                                          cache_dir=cache_dir)
+    targets = round_targets(compression, iterations)
 
     state = None
     for checkpoint in reversed(checkpoints):  # resume after the last finished round
@@ -110,8 +106,8 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
         model.load_state_dict(state["model"])
         rounds, rewind_state, cached = state["rounds"], state["rewind_state"], True
     else:
-        rewind_state, dense, cached = _dense_training(model, trained_from,
-                                                      cache / f"{key}-dense.pt", training)
+        rewind_state, dense, cached = _dense_training(model, dense_rewind_point(rewind),
+                                                      dense_file, training)
         rounds = [dense]
     reused = len(rounds)  # round 0 (the dense run) and the rounds that came from the cache
     bar = tqdm(total=iterations, initial=len(rounds) - 1, desc=f"IMP to c={compression:g}",
@@ -128,6 +124,40 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
     rounds = [{**record, "cached": cached if r == 0 else r < reused}
               for r, record in enumerate(rounds)]
     return IMPResult(model, masks.get(model), rewind_state, rounds, cached)
+
+
+def round_targets(compression: float, iterations: int) -> list[float]:
+    """The compressions IMP's rounds prune to: equal steps of ``compression``."""
+    return [compression * r / iterations for r in range(1, iterations + 1)]
+
+
+def dense_rewind_point(rewind: str | int) -> str | int:
+    """What the dense training must keep for ``rewind``: a training step's weights, or (for
+    ``"init"`` and for fine-tuning, ``"none"``) the initial ones."""
+    return rewind if isinstance(rewind, int) else "init"
+
+
+def cache_files(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
+                iterations: int, recipe: Recipe, *, rewind: str | int, seed: int,
+                precision: str, cache_dir: str | os.PathLike | None) -> tuple[Path, list[Path]]:
+    """Where the IMP cache keeps a run's dense training and each of its rounds, for the freshly
+    initialised ``model`` and a resolved ``precision``: names that digest what the work depends
+    on, so that a file exists only for work this run would repeat exactly."""
+    cache = Path(cache_dir or default_cache_dir()) / "imp"
+    key = run_key(model, *data, recipe, seed, dense_rewind_point(rewind), precision)
+    fine_tuned = "-fine-tuned" if rewind == "none" else ""
+    targets = round_targets(compression, iterations)
+    return (cache / f"{key}-dense.pt",
+            [cache / round_name(key + fine_tuned, targets[:r]) for r in range(1, iterations + 1)])
+
+
+def trainings_left(files: tuple[Path, list[Path]]) -> int:
+    """How many trainings an IMP run whose cache files are ``files`` (:func:`cache_files`) still
+    has to do: :func:`imp` resumes after the last round the cache holds, and trains the dense
+    network only when the cache holds neither a round nor the dense run."""
+    dense, checkpoints = files
+    done = max((r for r, path in enumerate(checkpoints, 1) if path.exists()), default=0)
+    return len(checkpoints) - done if done else len(checkpoints) + (not dense.exists())
 
 
 def round_name(dense_key: str, targets: list[float]) -> str:

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from . import dynamic, pruners
-from .experiment import PRESETS, RunConfig, config_dict, dataset, run
+from .experiment import PRESETS, RunConfig, config_dict, dataset, run, trainings_left
 from .profile import device_name
 from .store import Store, write_json
 
@@ -172,9 +172,10 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
 
     ``time_budget`` (seconds; local backend): start no run that would end past the budget, by
     :func:`estimate_seconds` from the runs finished in this call and the stored runs of the same
-    presets on this device. The run in flight always finishes and is stored; the runs left wait
-    for the next call; when not one run fits, that is a ValueError saying what would. ``data_root``
-    says where CIFAR-10 is (see :func:`run`).
+    presets on this device, for the trainings each run has left (an IMP run whose rounds the
+    cache holds costs only the rest). The run in flight always finishes and is stored; the runs
+    left wait for the next call; when not one run fits, that is a ValueError saying what would.
+    ``data_root`` says where CIFAR-10 is (see :func:`run`).
 
     A config whose cell the store holds at the other precision (see
     :func:`stored_at_other_precision`) is a ValueError before any training, unless
@@ -231,7 +232,8 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
         start, too_long = time.monotonic(), []
         for config in pending:
             if time_budget is not None:
-                estimate = estimate_seconds(config, records, past)
+                estimate = estimate_seconds(config, records, past,
+                                            left=trainings_left(config, cache_dir, data_root))
                 if estimate is not None and time.monotonic() - start + estimate > time_budget:
                     too_long.append(estimate)
                     continue  # would end past the budget: left for the next call
@@ -264,32 +266,48 @@ def keep_safe(record: dict, error: OSError) -> Path | None:
 
 
 def trainings(config: dict) -> int:
-    """How many trainings a run (a stored record's ``config``) does: one; for IMP one per round
-    and the dense one (cached once a seed's first IMP run has made it), and a control's."""
+    """How many trainings a run (a stored record's ``config``) does from an empty cache: one;
+    for IMP one per round and the dense one, and a control's."""
     if config["method"] != "imp":
         return 1
     return config["iterations"] + 1 + (config.get("control") is not None)
 
 
-def estimate_seconds(config: RunConfig, *pools: list[dict]) -> float | None:
-    """How long ``config`` should run, from the total times of finished records: the median of
-    those of the same kind (method, IMP rounds, control) in the first pool that has any; else the
-    median time per training (:func:`trainings`) in the first pool with a finished record, times
-    this config's trainings. None when no pool holds a finished record."""
+def trained(record: dict) -> int:
+    """How many trainings a stored run did: :func:`trainings`, less the IMP rounds (the dense
+    one included) it took from the cache."""
+    rounds = record.get("imp_rounds")
+    if rounds is None:  # not IMP, or a record that does not say
+        return trainings(record["config"])
+    return (sum(not r.get("cached", False) for r in rounds)
+            + (record["config"].get("control") is not None))
+
+
+def estimate_seconds(config: RunConfig, *pools: list[dict], left: int | None = None
+                     ) -> float | None:
+    """How long ``config`` should run: the trainings it has ``left`` (default: all of them,
+    :func:`trainings`; :func:`experiment.trainings_left` counts those the IMP cache spares)
+    times a median time per training of finished records: of those of the same kind (method,
+    IMP rounds, control) in the first pool that has any, else of all in the first pool with
+    one. A record's time counts per training it did (:func:`trained`); one that trained
+    nothing says nothing of a training's time. None when no pool holds such a record."""
     mine = config_dict(config)
+    left = trainings(mine) if left is None else left
 
     def kind(c: dict) -> tuple:
         return c["method"], c["iterations"], c.get("control")
 
-    finished = [[r for r in pool if r["status"] == "finished"] for pool in pools]
+    def per_training(records: list[dict]) -> float:
+        return statistics.median(r["timings"]["total_s"] / trained(r) for r in records)
+
+    finished = [[r for r in pool if r["status"] == "finished" and trained(r)] for pool in pools]
     for pool in finished:
-        same = [r["timings"]["total_s"] for r in pool if kind(r["config"]) == kind(mine)]
+        same = [r for r in pool if kind(r["config"]) == kind(mine)]
         if same:
-            return statistics.median(same)
+            return left * per_training(same)
     for pool in finished:
         if pool:
-            return trainings(mine) * statistics.median(
-                r["timings"]["total_s"] / trainings(r["config"]) for r in pool)
+            return left * per_training(pool)
     return None
 
 

@@ -598,6 +598,49 @@ def test_run_time_estimates_by_kind_then_by_training():
         RunConfig.from_preset("smoke", "imp", 1, iterations=2, control="reinit"))) == 4
 
 
+def imp_record(seconds, cached):
+    """A finished IMP record of ``len(cached) - 1`` rounds, those marked True from the cache."""
+    record = timed_record("imp", seconds, iterations=len(cached) - 1)
+    return {**record, "imp_rounds": [{"round": r, "cached": c} for r, c in enumerate(cached)]}
+
+
+def test_run_time_estimates_count_only_the_trainings_a_run_does():
+    imp2 = RunConfig.from_preset("smoke", "imp", 2, iterations=2)
+    stored = [imp_record(300, [False, False, False]),  # 100 s a training
+              imp_record(220, [True, False, False]),  # 110 s: its dense run came from the cache
+              imp_record(3, [True, True, True])]  # trained nothing: says nothing of a training
+    assert [sweeps.trained(r) for r in stored] == [3, 2, 0]
+    assert sweeps.trained(timed_record("imp", 40, iterations=2)) == 3  # rounds not recorded
+    assert sweeps.estimate_seconds(imp2, stored) == 3 * 105  # nothing cached: 3 trainings
+    assert sweeps.estimate_seconds(imp2, stored, left=1) == 105
+    assert sweeps.estimate_seconds(imp2, stored, left=0) == 0
+    assert sweeps.estimate_seconds(imp2, stored[2:]) is None
+
+
+def test_trainings_left_counts_the_imp_rounds_the_cache_holds(tmp_path):
+    two = RunConfig.from_preset("smoke", "imp", 1, iterations=2, device="cpu")
+    four = RunConfig.from_preset("smoke", "imp", 2, iterations=4, device="cpu")  # rounds 1-2: two's
+    mag = RunConfig.from_preset("smoke", "mag", 1, device="cpu")
+    assert [experiment.trainings_left(c, tmp_path) for c in (two, four, mag)] == [3, 5, 1]
+    experiment.run(two, tmp_path)
+    assert [experiment.trainings_left(c, tmp_path) for c in (two, four, mag)] == [0, 2, 1]
+    control = RunConfig.from_preset("smoke", "imp", 1, iterations=2, device="cpu",
+                                    control="reinit")
+    assert experiment.trainings_left(control, tmp_path) == 1  # the control's own training
+
+
+def test_a_time_budget_starts_an_imp_run_whose_rounds_the_cache_holds(tmp_path):
+    """IMP (4 Iters) at c = 2 after IMP (2 Iters) at c = 1 trains two rounds, not five: a budget
+    of one IMP (2 Iters) run (three trainings) fits it, and then no IMP (3 Iters) run."""
+    store, cache = Store(tmp_path), tmp_path / "cache"
+    two, four, three = (RunConfig.from_preset("smoke", "imp", c, iterations=k, device="cpu")
+                        for c, k in ((1, 2), (2, 4), (1, 3)))
+    budget = sweeps.sweep([two], store, cache_dir=cache, progress=False)[0]["timings"]["total_s"]
+    ran = sweeps.sweep([four, three], store, cache_dir=cache, time_budget=budget, progress=False)
+    assert [r["label"] for r in ran] == ["IMP (4 Iters)"]
+    assert [r["cached"] for r in ran[0]["imp_rounds"]] == [True, True, True, False, False]
+
+
 def test_time_estimates_draw_only_on_runs_made_as_this_one_will_be():
     config = RunConfig.from_preset("smoke", "mag", 1, device="cpu", precision="fp32")
     here = {"device": "cpu", "device_name": device_name(torch.device("cpu")),

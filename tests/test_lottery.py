@@ -103,6 +103,25 @@ def test_configurations_that_prune_to_the_same_compressions_share_those_rounds_e
     assert len(spy) == 4 + 1 + 2 + 3 and [r["cached"] for r in other.rounds] == [True, False, False]
 
 
+def test_trainings_left_says_how_many_trainings_a_run_will_do(digits, tmp_path, spy):
+    """Before each run, the count of trainings the cache does not hold, checked against the
+    trainings the run then does: shared rounds, a cached dense run, a finished run, another
+    seed, and fine-tuning (its own rounds, the shared dense run)."""
+    def left(compression, iters, seed=0, rewind="init"):
+        return lottery.trainings_left(lottery.cache_files(
+            mlp(seed), digits, compression, iters, RECIPE, rewind=rewind, seed=seed,
+            precision="fp32", cache_dir=tmp_path))
+
+    for compression, iters, seed, rewind, expected in [
+            (1, 2, 0, "init", 3), (1.5, 3, 0, "init", 1), (2, 2, 0, "init", 2),
+            (1, 2, 0, "init", 0), (1, 2, 1, "init", 3), (2, 4, 0, "init", 1),
+            (1, 2, 0, "none", 2)]:
+        before = len(spy)
+        assert left(compression, iters, seed, rewind) == expected
+        run(digits, tmp_path, compression=compression, iters=iters, seed=seed, rewind=rewind)
+        assert len(spy) - before == expected, (compression, iters, seed, rewind)
+
+
 def test_an_interrupted_run_resumes_to_the_same_result(digits, tmp_path, monkeypatch):
     uninterrupted = run(digits, tmp_path / "a", compression=1.5, iters=3)
     train_round = lottery._train_round
