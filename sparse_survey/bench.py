@@ -23,17 +23,26 @@ one is available, with one batch of 128 random CIFAR-shaped inputs for SNIP and 
 and with CSR sparse kernels (:mod:`sparse_survey.sparse`), at each compression, at batch 1
 (latency) and at a larger batch (throughput), and names the density below which sparse pays.
 
-``bench train`` and ``bench prune`` store their figures as JSON under ``results/bench/``, named
+``bench allocator`` times one model's inference (:func:`sparse_survey.profile.inference_time`) in
+new processes whose allocation histories differ, with glibc's allocator pinned as the profiler pins
+it and left as glibc set it: the pinned timings should not depend on the history, and no timed
+pass should fault a page in.
+
+``bench train``, ``bench prune`` and ``bench allocator`` store their figures as JSON under
+``results/bench/``, named
 after the benchmark, the model and the device, with each timing's CPU time, waiting and load (see
 :func:`sparse_survey.profile.timed`) and whether other work shared the machine.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -354,3 +363,91 @@ def bench_sparse(model_name: str = "vgg16", width: float = 1.0, method: str = "r
                    else "sparse is never faster")
         print(f"batch {batch}: {verdict} (of the densities measured)")
     return rows
+
+
+# -------------------------------------------------------------------------------- allocator
+
+# What a process does before it times: "fresh" nothing, "churned" frees blocks of 1 to 96 MB
+# first, which moves glibc's mmap threshold (and its trim threshold) up to 32 MiB.
+ALLOCATION_HISTORIES = ("fresh", "churned")
+
+_HISTORY_SCRIPT = """
+import json, sys
+import torch
+from sparse_survey import data, models, profile
+
+history, pinned, model_name, width, images, batch_size, repeats, threads = sys.argv[1:]
+torch.set_num_threads(int(threads))
+if pinned == "unpinned":
+    profile.pin_allocator = lambda: False
+if history == "churned":
+    for megabytes in (1, 3, 7, 13, 24, 31, 48, 96):
+        block = torch.ones(megabytes * 2**18)
+        del block
+g = torch.Generator().manual_seed(0)
+n = int(images)
+test = data.ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                     torch.randint(0, 10, (n,), generator=g), tuple("abcdefghij"),
+                     (0.5,) * 3, (0.25,) * 3, "random")
+torch.manual_seed(0)
+model = models.build(model_name, 10, 3, float(width)).eval()
+print(json.dumps(profile.inference_time(model, test, torch.device("cpu"), int(batch_size),
+                                        repeats=int(repeats), latency_repeats=3,
+                                        precision="fp32")))
+"""
+
+
+def inference_after_history(history: str, pinned: bool = True, model_name: str = "vgg16",
+                            width: float = 0.25, images: int = 1024, batch_size: int = 256,
+                            repeats: int = 5) -> dict:
+    """Time a model's inference on the CPU in fp32 (:func:`sparse_survey.profile.inference_time`
+    on ``images`` random images) in a new Python process that first did ``history`` (one of
+    :data:`ALLOCATION_HISTORIES`), with glibc's allocator pinned as the profiler pins it, or, with
+    ``pinned=False``, left as glibc set it. Returns the timing record, whose
+    ``time_passes_minor_faults`` counts the pages the timed passes faulted in."""
+    if history not in ALLOCATION_HISTORIES:
+        raise ValueError(f"unknown allocation history {history!r}; "
+                         f"choose from {', '.join(ALLOCATION_HISTORIES)}")
+    args = [history, "pinned" if pinned else "unpinned", model_name, width, images, batch_size,
+            repeats, torch.get_num_threads()]
+    out = subprocess.run([sys.executable, "-c", _HISTORY_SCRIPT, *map(str, args)],
+                         capture_output=True, text=True, timeout=900, check=False)
+    if out.returncode:
+        raise RuntimeError(f"the timing process failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def bench_allocator(model_name: str = "vgg16", width: float = 0.25, processes: int = 5,
+                    images: int = 1024, batch_size: int = 256) -> dict:
+    """Inference time of one model after each allocation history, pinned and unpinned:
+    ``processes`` new processes per history and setting, the histories alternating so that a
+    slow spell of the machine hits both. A history's floor (its fastest pass over all its
+    processes) is the figure to compare: a shared machine only ever slows a process down. Prints
+    a table and returns the record."""
+    print(f"{model_name} (width {width}), fp32 inference on {images} random images, batch "
+          f"{batch_size}, in {processes} new processes per row; seconds per pass "
+          "(* = the machine was shared: timing contended)")
+    print(f"{'allocator':10} {'history':8} {'fastest':>8} {'median':>8} {'faults per pass':>16}")
+    rows = []
+    for pinned in (True, False):
+        found: dict[str, list[dict]] = {h: [] for h in ALLOCATION_HISTORIES}
+        for _ in range(processes):
+            for history in ALLOCATION_HISTORIES:
+                found[history].append(inference_after_history(
+                    history, pinned, model_name, width, images, batch_size))
+        for history, runs in found.items():
+            row = {"pinned": pinned, "history": history, "processes": processes,
+                   "floor_s": min(t["time_s_min"] for t in runs),
+                   "median_s": statistics.median(t["time_s"] for t in runs),
+                   "minor_faults_per_pass": max(t["time_passes_minor_faults"] or 0
+                                                for t in runs) / runs[0]["time_repeats"],
+                   "contended": any(contended(t, "time_passes") for t in runs), "runs": runs}
+            rows.append(row)
+            print(f"{'pinned' if pinned else 'unpinned':10} {history:8} {row['floor_s']:8.3f} "
+                  f"{row['median_s']:8.3f}{'*' if row['contended'] else 's'} "
+                  f"{row['minor_faults_per_pass']:15,.0f}", flush=True)
+        fresh, churned = (r["floor_s"] for r in rows[-2:])
+        print(f"{'':10} fresh/churned fastest: {fresh / churned:.3f}", flush=True)
+    return {"benchmark": "allocator", "model": model_name, "width": width, "images": images,
+            "batch_size": batch_size, "precision": "fp32", "rows": rows,
+            "environment": environment(torch.device("cpu"))}

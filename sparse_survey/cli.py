@@ -603,18 +603,32 @@ def add_bench(commands) -> None:
                         help="timed passes per measurement (default: %(default)s)")
     sparse.add_argument("--device", default="cpu", type=device_arg,
                         help="device (default: %(default)s)")
+    allocator = benches.add_parser(
+        "allocator", help="inference time after different allocation histories, pinned or not",
+        description="Time a model's fp32 inference on the CPU in new processes that first "
+                    "allocated differently (fresh, churned), with glibc's allocator pinned as "
+                    "the profiler pins it and unpinned; prints each one's fastest and median "
+                    "pass and its page faults. Stores the figures in "
+                    "OUT/allocator-MODEL-DEVICE.json.")
+    model_options(allocator, 0.25, "width multiplier (default: %(default)s)")
+    allocator.add_argument("--processes", type=count_arg, default=5,
+                           help="new processes per history and setting (default: %(default)s)")
+    allocator.add_argument("--out", default="results/bench", type=folder_arg,
+                           help="folder of the stored record (default: %(default)s)")
     bench.set_defaults(run=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_prune, bench_sparse, bench_train, device_slug, save
+    from .bench import bench_allocator, bench_prune, bench_sparse, bench_train, device_slug, save
 
     if args.bench == "sparse":
         bench_sparse(args.model, args.width, args.method,
                      batch_sizes=tuple(args.batch or (1, 64)), repeats=args.repeats,
                      device=args.device)
         return 0
-    if args.bench == "prune":
+    if args.bench == "allocator":
+        record = bench_allocator(args.model, args.width, args.processes)
+    elif args.bench == "prune":
         record = bench_prune(args.model, args.width, tuple(args.compression or (0.05, 1, 2)),
                              args.device)
     else:

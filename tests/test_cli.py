@@ -206,3 +206,17 @@ def test_the_reproduce_chapters_commands_store_the_records_the_notebooks_would(t
         assert again["metrics"]["test_acc"] == stored["metrics"]["test_acc"]
         assert again["layer_densities"] == stored["layer_densities"]
     assert len(store.records("smoke")) == len(expected)
+
+
+def test_cli_bench_allocator_times_each_history_pinned_and_not_and_stores_it(tmp_path):
+    out = run("bench", "allocator", "--model", "mlp", "--processes", "1", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("fresh/churned fastest:") == 2
+    [path] = tmp_path.glob("allocator-mlp-*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [(r["pinned"], r["history"]) for r in rows] == [
+        (True, "fresh"), (True, "churned"), (False, "fresh"), (False, "churned")]
+    assert all(r["floor_s"] <= r["median_s"] and len(r["runs"]) == 1 for r in rows)
+    assert all(run["allocator_pinned"] == r["pinned"] for r in rows for run in r["runs"])
+    bad = run("bench", "allocator", "--processes", "0")
+    assert bad.returncode == 2 and "expected a whole number >= 1" in bad.stderr

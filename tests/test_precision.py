@@ -1,17 +1,15 @@
 """Precision is part of a run: bf16 autocast with channels_last where the device does bf16
 arithmetic, float32 elsewhere or when asked; SynFlow scores in float32 whatever the training
-precision; stored float32 records keep their meaning; inference timings do not depend on what
-the process allocated before."""
+precision; stored float32 records keep their meaning; with the allocator pinned, timed inference
+passes fault no page in, whatever the process allocated before."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-from sparse_survey import experiment, models, pruners, train
+from sparse_survey import bench, experiment, models, pruners, train
 from sparse_survey.experiment import RunConfig
 from sparse_survey.store import Store, write_json
 
@@ -98,54 +96,26 @@ def test_synflow_scores_in_float32_inside_a_bf16_autocast():
                for n in outside)
 
 
-HISTORY = """
-import json, sys
-import torch
-from sparse_survey import data, models, profile
-
-torch.set_num_threads(2)
-if sys.argv[1] == "churned":  # free blocks of many sizes first: glibc moves its mmap threshold
-    for megabytes in (1, 3, 7, 13, 24, 31, 48, 96):
-        block = torch.ones(megabytes * 2**18)
-        del block
-g = torch.Generator().manual_seed(0)
-test = data.ImageSet(torch.randint(0, 256, (1024, 3, 32, 32), dtype=torch.uint8, generator=g),
-                     torch.randint(0, 10, (1024,), generator=g), tuple("abcdefghij"),
-                     (0.5,) * 3, (0.25,) * 3, "random")
-torch.manual_seed(0)
-model = models.build("vgg16", 10, 3, 0.25).eval()
-print(json.dumps(profile.inference_time(model, test, torch.device("cpu"), 256, repeats=5,
-                                        latency_repeats=3, precision="fp32")))
-"""
-
-
-def test_inference_time_does_not_depend_on_what_the_process_allocated_before():
-    """The same model timed in fresh processes and in processes whose allocator history differs:
-    with the allocator pinned, none touches new memory in its timed passes, and the fastest pass
-    of each history agrees within 10 %.
-
-    The fastest pass of a history is its floor: more processes only bring it closer to the floor,
-    so processes are added (alternating histories, three to eight each) until the floors agree.
-    A shared machine can slow one process by more than 10 % (CI once saw 0.63 s against 0.57 s
-    after three each); a history that mattered (unpinned: about 2 s against 3 s, issue 19) moves
-    the floor itself, and no number of processes brings the two together."""
-    runs = {"fresh": [], "churned": []}
-    for attempt in range(8):
-        for history, found in runs.items():
-            out = subprocess.run([sys.executable, "-c", HISTORY, history], capture_output=True,
-                                 text=True, timeout=300)
-            assert out.returncode == 0, out.stderr
-            found.append(json.loads(out.stdout))
-        floor = {h: min(t["time_s_min"] for t in found) for h, found in runs.items()}
-        if attempt >= 2 and 0.9 < floor["fresh"] / floor["churned"] < 1.1:
-            break
+def test_pinning_the_allocator_stops_timed_passes_faulting_whatever_the_process_did_before():
+    """The cause of history-dependent inference timings (issue 19: about 2 s against 3 s) was page
+    faults: unpinned, glibc serves each pass's activations from fresh memory, and its timed passes
+    fault hundreds of thousands of pages in; pinned, no timed pass faults (or a few thousand once,
+    when a thread's heap first grows), whether the process allocated nothing before or freed blocks
+    of many sizes first. That the times then agree is a speed, measured by ``bench allocator``."""
+    pinned = {history: bench.inference_after_history(history, images=512)
+              for history in bench.ALLOCATION_HISTORIES}
+    unpinned = bench.inference_after_history("fresh", pinned=False, images=512)
     assert all(t["allocator_pinned"] and t["inference_precision"] == "fp32"
-               for found in runs.values() for t in found)
-    faults = {h: max(t["time_passes_minor_faults"] for t in found) for h, found in runs.items()}
-    # unpinned, these five passes fault 300,000-500,000 pages (about 400 MB a pass); pinned,
-    # none, or a few thousand once when a thread's heap first grows
+               for t in pinned.values())
+    assert not unpinned["allocator_pinned"]
+    faults = {h: t["time_passes_minor_faults"] for h, t in pinned.items()}
     assert all(f < 10_000 for f in faults.values()), faults
-    assert 0.9 < floor["fresh"] / floor["churned"] < 1.1, (floor, len(runs["fresh"]))
+    assert unpinned["time_passes_minor_faults"] > 100_000, unpinned["time_passes_minor_faults"]
+
+
+def test_an_unknown_allocation_history_is_refused():
+    with pytest.raises(ValueError, match="unknown allocation history 'warm'"):
+        bench.inference_after_history("warm")
 
 
 def test_dead_batchnorm_channels_are_counted_and_a_run_warns_of_them(monkeypatch):
