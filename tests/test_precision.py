@@ -98,19 +98,20 @@ def test_synflow_scores_in_float32_inside_a_bf16_autocast():
 
 def test_pinning_the_allocator_stops_timed_passes_faulting_whatever_the_process_did_before():
     """The cause of history-dependent inference timings (issue 19: about 2 s against 3 s) was page
-    faults: unpinned, glibc serves each pass's activations from fresh memory, and its timed passes
-    fault hundreds of thousands of pages in; pinned, no timed pass faults (or a few thousand once,
-    when a thread's heap first grows), whether the process allocated nothing before or freed blocks
-    of many sizes first. That the times then agree is a speed, measured by ``bench allocator``."""
-    pinned = {history: bench.inference_after_history(history, images=512)
+    faults: unpinned, glibc serves each pass's activations from fresh memory, and the five timed
+    passes fault pages in by the hundred thousand (160,000 to 510,000 seen for these 1,024 images);
+    pinned, no timed pass faults (or a few thousand once, when a thread's heap first grows), whether
+    the process allocated nothing before or freed blocks of many sizes first. That the times then
+    agree is a speed, measured by ``bench allocator``."""
+    pinned = {history: bench.inference_after_history(history)
               for history in bench.ALLOCATION_HISTORIES}
-    unpinned = bench.inference_after_history("fresh", pinned=False, images=512)
+    unpinned = bench.inference_after_history("fresh", pinned=False)
     assert all(t["allocator_pinned"] and t["inference_precision"] == "fp32"
                for t in pinned.values())
     assert not unpinned["allocator_pinned"]
     faults = {h: t["time_passes_minor_faults"] for h, t in pinned.items()}
     assert all(f < 10_000 for f in faults.values()), faults
-    assert unpinned["time_passes_minor_faults"] > 100_000, unpinned["time_passes_minor_faults"]
+    assert unpinned["time_passes_minor_faults"] > 50_000, unpinned["time_passes_minor_faults"]
 
 
 def test_an_unknown_allocation_history_is_refused():
