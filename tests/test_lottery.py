@@ -18,8 +18,11 @@ def mlp(seed=0):
 
 
 def run(digits, tmp_path, compression=1.5, iters=3, seed=0, recipe=RECIPE, **kwargs):
+    """IMP on the MLP in float32 on every machine: ``auto`` would train in bf16 on a CPU with
+    bf16 dot products, and the cache names (and exact results) would depend on the machine."""
     return lottery.imp(mlp(seed), digits, compression, iters, recipe, seed=seed,
-                       cache_dir=tmp_path, device="cpu", progress=False, **kwargs)
+                       cache_dir=tmp_path, device="cpu", progress=False, precision="fp32",
+                       **kwargs)
 
 
 @pytest.fixture
@@ -66,6 +69,7 @@ def test_rewinding_to_a_training_step_uses_that_steps_weights(digits, tmp_path, 
     captured = {}
     reference = mlp(0)
     lottery.fit(reference, digits[0], RECIPE, None, device="cpu", seed=0, progress=False,
+                precision="fp32",
                 on_step=lambda step, m, _: step == 5 and captured.update(
                     state=copy.deepcopy(m.state_dict())))
     assert all(torch.equal(result.rewind_state[k], v) for k, v in captured["state"].items())
@@ -174,7 +178,7 @@ def test_winning_tickets_beat_random_reinitialization_on_digits(digits, tmp_path
     for seed in range(3):
         result = run(digits, tmp_path, compression=1.5, iters=3, seed=seed, recipe=recipe)
         accuracy = lottery.controls(result, digits, recipe, seed=seed, device="cpu",
-                                    progress=False)
+                                    progress=False, precision="fp32")
         assert accuracy["winning ticket"] > accuracy["random reinit"], (seed, accuracy)
         gaps.append(accuracy["winning ticket"] - accuracy["random reinit"])
     assert sum(gaps) / len(gaps) > 0.1
