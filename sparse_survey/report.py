@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -703,10 +704,20 @@ def _save(fig, path: Path | None):
 
 # --------------------------------------------------------------------------------- the report
 
+def host(record: dict) -> str:
+    """The machine a run was made on, as a table names it: the device's name and, for a CPU
+    whose record says, the vector instructions torch dispatched there (CPUs of one name can
+    differ in them, and with them in the speed of every kernel)."""
+    ran = record.get("environment", {})
+    name, capability = ran.get("device_name", "?"), ran.get("cpu_capability")
+    on_cpu = str(ran.get("device", "cpu")).startswith("cpu")
+    return f"{name} with {capability}" if on_cpu and capability else name
+
+
 def scale(records: list[dict]) -> str:
     """What the records' runs trained, in one line for the top of a table: model and width,
-    data, epochs and batch, the precision they trained in, the device, and how many seeds a
-    cell holds."""
+    data, epochs and batch, the precision they trained in, the machines (:func:`host`; with
+    how many runs each, where there are several), and how many seeds a cell holds."""
     finished = [r for r in records if r["status"] == "finished"]
     if not finished:
         return "no finished run"
@@ -723,11 +734,13 @@ def scale(records: list[dict]) -> str:
     seeds = summary(finished, "accuracy")[2].stack()
     seeds = seeds[seeds > 0]
     fewest, most = int(seeds.min()), int(seeds.max())
+    hosts = Counter(host(r) for r in finished)
+    machines = (next(iter(hosts)) if len(hosts) == 1
+                else ", ".join(f"{h} ({n} run{'s' * (n != 1)})" for h, n in sorted(hosts.items())))
     return (f"{said(c['model'].upper() for c in configs)} at width "
             f"{said(format(c['width'], 'g') for c in configs)}, "
             f"{said(r['data'] for r in finished)}, {images}, {recipes}, "
-            f"{said(c['precision'] for c in configs)}, on "
-            f"{said(r['environment'].get('device_name', '?') for r in finished)}; seeds per "
+            f"{said(c['precision'] for c in configs)}, on {machines}; seeds per "
             f"cell: {fewest}" + (f" to {most}" if most > fewest else ""))
 
 

@@ -360,6 +360,23 @@ def fabricated(label, method, compression, seed, accuracy, time_s, status="finis
             "timings": {"prune_s": time_s / 10}, "environment": {"cpus": 2}}
 
 
+def test_the_scale_line_names_each_machine_and_how_many_runs_it_made():
+    """Two CPUs of one name that dispatch different vector instructions are two machines (their
+    kernels run at different speeds), each counted; one machine is named without a count; a
+    record from before the field, or from a GPU, gives the device's name alone."""
+    def on(capability, device="cpu", seed=0):
+        record = fabricated("Mag", "mag", 1, seed, 0.8, 1.0)
+        record["environment"] = {"device": device, "device_name": "AMD EPYC",
+                                 "cpu_capability": capability}
+        return record
+
+    two = [on("AVX2"), on("AVX512", seed=1), on("AVX512", seed=2)]
+    assert report.scale(two).endswith(
+        ", on AMD EPYC with AVX2 (1 run), AMD EPYC with AVX512 (2 runs); seeds per cell: 3")
+    assert ", fp32, on AMD EPYC with AVX512; seeds" in report.scale(two[1:])
+    assert report.host(on(None)) == report.host(on("AVX2", device="cuda:0")) == "AMD EPYC"
+
+
 def test_every_method_of_a_figure_is_drawn_its_own_way():
     """Twelve methods (the results figure's count) against matplotlib's ten colours: no two lines
     share colour, line style and marker."""
