@@ -48,7 +48,7 @@ tutorial.glue_numbers("compare", runs=len(records), finished=len(finished), run_
                       preset=run.preset, scale=report.scale(records))
 print(f"{len(records)} records at preset {run.preset}, {len(finished)} finished; their run "
       f"times add up to {minutes:.1f} minutes "
-      f"(on {', '.join(sorted({r['environment']['device_name'] for r in records}))})")
+      f"(on {', '.join(sorted({report.host(r) for r in records}))})")
 
 # %% [markdown]
 # ## The tables
@@ -149,6 +149,19 @@ tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[
                       best_one_shot_high=edge["best one-shot"].iloc[-1])
 
 # %% [markdown]
+# **GraSP, the weakest at mild compression.** At each compression, how far GraSP sits below the
+# weakest of the other one-shot methods (positive: below all of them).
+
+# %%
+others = [m for m in ("Rand", "Mag", "SNIP", "SynFlow") if m in mean]
+lag = (mean[others].min(axis=1) - mean["GraSP"]).dropna()
+tutorial.show(lag.rename("GraSP below the weakest other one-shot method").to_frame(), 2,
+              title="GraSP's lag behind the other one-shot methods, per compression")
+behind = lag[lag > 0]
+tutorial.glue_numbers("compare", grasp_weakest=len(behind), grasp_compressions=len(lag),
+                      grasp_lag_min=float(behind.min()), grasp_lag_max=float(behind.max()))
+
+# %% [markdown]
 # **Layer collapse.** Prunable layers left with no weight at all (mean over seeds): such a
 # network cannot pass a signal from input to output and scores at chance.
 
@@ -184,6 +197,14 @@ spread = pd.DataFrame({
 tutorial.show(spread.rename_axis("method"), 3,
               title="Largest over smallest mean across compressions, per method")
 shared = [r for r in finished if report.contended(r, "inference_time")]
+alone = report.uncontended(finished, "inference_time")
+seconds = pd.DataFrame({"machine": [report.host(r) for r in alone],
+                        "inference time (s)": [r["metrics"]["time_s"] for r in alone]})
+by_machine = seconds.groupby("machine")["inference time (s)"].describe()[
+    ["count", "min", "50%", "max"]].rename(columns={"50%": "median"}).astype({"count": int})
+tutorial.show(by_machine, 2, title="Inference time of the test set by machine, runs timed alone")
+glue("compare_time_by_machine", by_machine.style.format(precision=2)
+     .set_table_attributes('class="table"'), display=False)
 tutorial.glue_numbers("compare", time_spread=float(spread["inference_time"].max()),
                       memory_spread=float(spread["cpu_memory"].max()),
                       contended_runs=len(shared))
