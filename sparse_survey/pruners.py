@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import masks as masking
+from .train import ieee_fp32
 
 SCOPES = ("global", "local")
 BN_MODES = ("eval", "train")
@@ -94,8 +95,9 @@ def synflow_scores(model: nn.Module, batches: list | None = None, seed: int | No
     ``input_shape`` (default: the first batch's, else ``(C, 32, 32)`` for a first convolution).
 
     Computed in float32 first; if ``R`` or a score overflows there, again in float64; never in
-    bf16, whatever the training precision: autocast is switched off here, since ``R`` multiplies
-    through every layer and bf16 keeps only 8 bits of each factor. Pruned weights are zero in the
+    bf16 or TensorFloat-32, whatever the training precision: autocast is switched off here (and
+    :func:`score` turns TensorFloat-32 off on CUDA), since ``R`` multiplies through every layer
+    and bf16 keeps only 8 bits of each factor. Pruned weights are zero in the
     copy, so they carry no flow."""
     input_shape = input_shape or _input_shape(model, batches)
     for dtype in (torch.float32, torch.float64):
@@ -149,7 +151,7 @@ def score(model: nn.Module, method: str, batches: Batches | None = None,
     chosen = _method(method)
     _check_bn_mode(chosen, bn_mode)
     batches = _materialize(chosen, batches)
-    with scoring_mode(model, bn_mode):
+    with scoring_mode(model, bn_mode), ieee_fp32(next(model.parameters()).device):
         return chosen.scores(model, batches, seed=seed, input_shape=input_shape)
 
 

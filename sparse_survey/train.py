@@ -6,7 +6,8 @@ weights (see :mod:`sparse_survey.masks`) are re-zeroed after every optimizer ste
 weight decay cannot revive them.
 
 Precision is part of a run (:data:`PRECISIONS`): ``"bf16"`` trains and evaluates under bf16
-autocast with channels_last tensors, ``"fp32"`` in float32 with the usual NCHW layout, and
+autocast with channels_last tensors, ``"fp32"`` in float32 with the usual NCHW layout (IEEE
+float32 on CUDA too, where cuDNN would otherwise take TensorFloat-32: :func:`ieee_fp32`), and
 ``"auto"`` (the default) picks bf16 where the device does bf16 arithmetic in hardware
 (:func:`bf16_supported`: CUDA GPUs, and CPUs with bf16 dot-product instructions such as
 AVX512-BF16 or AMX, through oneDNN), else fp32. Autocast keeps the weights, the optimizer state and
@@ -20,6 +21,7 @@ training on garbage.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -62,9 +64,31 @@ def resolve_precision(precision: str, device: str | torch.device | None = None) 
     return precision
 
 
+@contextlib.contextmanager
 def autocast(device: torch.device, precision: str):
-    """The autocast context of a resolved ``precision`` on ``device`` (off for fp32)."""
-    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+    """The arithmetic of a resolved ``precision`` on ``device``: bf16 autocast for ``"bf16"``;
+    float32 for ``"fp32"``, truly so on CUDA too (see :func:`ieee_fp32`)."""
+    with torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16"), \
+            ieee_fp32(device if precision == "fp32" else "cpu"):
+        yield
+
+
+@contextlib.contextmanager
+def ieee_fp32(device: str | torch.device):
+    """float32 products and convolutions in IEEE float32 on a CUDA ``device`` while the context
+    lasts (elsewhere it does nothing). cuDNN's default lets float32 convolutions run in
+    TensorFloat-32, whose products keep 10 of float32's 23 mantissa bits: a run recorded as fp32
+    must not take that silently. The previous settings come back on leaving."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def uses_channels_last(device: torch.device, precision: str) -> bool:

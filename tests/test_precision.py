@@ -3,6 +3,7 @@ arithmetic, float32 elsewhere or when asked; SynFlow scores in float32 whatever 
 precision; stored float32 records keep their meaning; with the allocator pinned, timed inference
 passes fault no page in, whatever the process allocated before."""
 
+import dataclasses
 import json
 
 import pytest
@@ -94,6 +95,50 @@ def test_synflow_scores_in_float32_inside_a_bf16_autocast():
         inside = pruners.score(model, "synflow", input_shape=(3, 32, 32))
     assert all(inside[n].dtype == torch.float32 and torch.equal(inside[n], outside[n])
                for n in outside)
+
+
+def test_fp32_on_cuda_turns_tensorfloat32_off_while_it_runs_and_restores_it(monkeypatch):
+    """cuDNN runs float32 convolutions in TensorFloat-32 unless told not to (its default): an fp32
+    run, and every pruner's scoring, turn that off and leave the process's settings as found."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = cudnn.allow_tf32, matmul.allow_tf32  # flags of torch's, which monkeypatch cannot set
+    monkeypatch.setattr(pruners, "ieee_fp32", lambda device: train.ieee_fp32("cuda"))
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    try:
+        tensorfloat32_off_while_fp32_runs_on_cuda(monkeypatch)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
+def tensorfloat32_off_while_fp32_runs_on_cuda(monkeypatch):
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    with train.autocast(torch.device("cuda"), "fp32"):
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (False, False)
+    assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+    for device, precision in (("cuda", "bf16"), ("cpu", "fp32")):  # not float32 on CUDA
+        with train.autocast(torch.device(device), precision):
+            assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+
+    seen = []  # what a score function sees, with the model's device taken for CUDA
+    mag = pruners.METHODS["mag"]
+    monkeypatch.setitem(pruners.METHODS, "mag", dataclasses.replace(
+        mag, scores=lambda *a, **k: seen.append(cudnn.allow_tf32) or mag.scores(*a, **k)))
+    pruners.score(nn.Sequential(nn.Linear(4, 3)), "mag")
+    assert seen == [False] and cudnn.allow_tf32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_fp32_convolution_on_cuda_matches_float64_to_float32_accuracy():
+    """Under fp32 a convolution's error against float64 is float32's (about 1e-6 relative), not
+    TensorFloat-32's (about 1e-3), whatever cuDNN's default."""
+    generator = torch.Generator().manual_seed(0)
+    x, w = (torch.randn(shape, generator=generator, dtype=torch.float64)
+            for shape in ((8, 64, 16, 16), (64, 64, 3, 3)))
+    exact = torch.nn.functional.conv2d(x, w, padding=1)
+    with train.autocast(torch.device("cuda"), "fp32"):
+        got = torch.nn.functional.conv2d(x.float().cuda(), w.float().cuda(), padding=1)
+    error = ((got.double().cpu() - exact).norm() / exact.norm()).item()
+    assert error < 1e-5, f"relative error {error:.2e}: the convolution ran in TensorFloat-32"
 
 
 def test_pinning_the_allocator_stops_timed_passes_faulting_whatever_the_process_did_before():
