@@ -105,19 +105,23 @@ tutorial.glue_numbers("compare", **{f"acc_high_{report.label_key(method)}":
 # IMP's round 0 is the dense network trained with the same recipe: the reference every pruned
 # accuracy should be read against. Each dense network counts once: IMP runs of a seed that took
 # it from the cache, or trained it again on the same machine, report the same round 0; a grid made
-# on two machines trained it on each (their kernels differ, so the same seed ends slightly apart).
-# The dense accuracy is the mean over seeds of each seed's mean over its distinct dense networks.
+# on several machines trained it on each (their kernels differ, so the same seed ends slightly
+# apart). The dense accuracy is the mean over seeds of each seed's mean over its distinct dense
+# networks; the range is the widest gap between two dense networks of one seed.
 
 # %%
-dense = {}
+dense = {}  # seed -> {accuracy: the machine that trained it}
 for r in finished:
     if r["config"]["method"] == "imp":
-        dense.setdefault(r["config"]["seed"], set()).add(100 * r["imp_rounds"][0]["test_acc"])
+        dense.setdefault(r["config"]["seed"], {})[100 * r["imp_rounds"][0]["test_acc"]] = \
+            report.host(r)
 per_seed = [sum(a) / len(a) for a in dense.values()]
 dense_accuracy = sum(per_seed) / len(per_seed) if per_seed else float("nan")
-tutorial.glue_numbers("compare", dense_accuracy=dense_accuracy)
+dense_range = max((max(a) - min(a) for a in dense.values()), default=float("nan"))
+tutorial.glue_numbers("compare", dense_accuracy=dense_accuracy, dense_range=dense_range)
 for seed, accuracies in sorted(dense.items()):
-    print(f"seed {seed}: dense " + ", ".join(f"{a:.2f} %" for a in sorted(accuracies)))
+    print(f"seed {seed}: dense " + ", ".join(f"{a:.2f} % ({machine})"
+                                             for a, machine in sorted(accuracies.items())))
 print(f"dense accuracy {dense_accuracy:.2f} %; data: "
       + ", ".join(sorted({r["data"] for r in finished})))
 

@@ -42,9 +42,10 @@ DYNAMIC = [RunConfig.from_preset("smoke", name, 1).label for name in dynamic.MET
 class Table(NamedTuple):
     """One of the report's tables: its title, the value it shows from a finished record, the
     decimals it prints, its unit (as the survey's transcription writes units), the survey's table
-    it mirrors (if any) and, for a timing, where the clock of that timing is in a record (section
+    it mirrors (if any), for a timing, where the clock of that timing is in a record (section
     and :func:`sparse_survey.profile.timed` name), so that a cell timed while other work shared
-    the machine can be marked."""
+    the machine can be marked, and whether the number is the machine's as much as the model's
+    (the CPU-side times and memory: see :func:`device_kind`)."""
 
     title: str
     value: Callable[[dict], float]
@@ -52,6 +53,7 @@ class Table(NamedTuple):
     unit: str
     survey: str | None = None
     clock: tuple[str, str] | None = None
+    of_the_machine: bool = False
 
 
 def _metric(key: str, scale: float = 1.0, section: str = "metrics") -> Callable[[dict], float]:
@@ -66,20 +68,21 @@ TABLES: dict[str, Table] = {
     "accuracy": Table("Top-1 test accuracy (%), final epoch", _metric("test_acc", 100), 2, "%",
                       "table1"),
     "inference_time": Table("Inference time on the test set (s)", _metric("time_s"), 3, "s",
-                            "table2", clock=("metrics", "time_passes")),
+                            "table2", clock=("metrics", "time_passes"), of_the_machine=True),
     "flops": Table("Remaining FLOPs fraction", _metric("flops_fraction"), 4, "fraction",
                    "table3"),
     "params": Table("Remaining parameter fraction (all parameters)",
                     _metric("remaining_fraction"), 4, "fraction"),
     "cpu_memory": Table("Peak CPU memory during inference, resident set (MiB)",
-                        _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "MiB", "table4"),
+                        _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "MiB", "table4",
+                        of_the_machine=True),
     "gpu_allocated": Table("Peak GPU memory allocated during inference (GB)",
                            _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "GB", "table5"),
     "gpu_reserved": Table("Peak GPU memory reserved during inference (GB)",
                           _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "GB", "table6"),
     "prune_time": Table("Time to score and prune at initialization (s)",
                         _metric("prune_s", section="timings"), 2, "s",
-                        clock=("timings", "prune")),
+                        clock=("timings", "prune"), of_the_machine=True),
 }
 CONTENDED, UNKNOWN = "†", "?"
 MARK_NOTES = {
@@ -141,22 +144,48 @@ def at_precision(records: list[dict], preset: str, precision: str = "auto") -> A
                        sorted(others))
 
 
+def kind_of_device(record: dict) -> str:
+    """``"cpu"`` or ``"cuda"``: the kind of device a run trained and was profiled on."""
+    return str(record.get("environment", {}).get("device", "cpu")).split(":")[0]
+
+
+def device_kind(records: list[dict]) -> str | None:
+    """The kind of device (:func:`kind_of_device`) that made most of the finished records (the
+    CPU on a tie): the tables of times and memory (``Table.of_the_machine``) show only its runs,
+    since a test-set pass timed on a GPU and one timed on a 2-core CPU differ some fifty-fold
+    and are no two seeds of one cell. None without a finished record."""
+    kinds = Counter(kind_of_device(r) for r in records if r["status"] == "finished")
+    return max(sorted(kinds), key=kinds.get) if kinds else None
+
+
+def left_out(records: list[dict]) -> Counter:
+    """The finished runs whose times and memory the tables leave out (see :func:`device_kind`),
+    counted by machine (:func:`host`)."""
+    kind = device_kind(records)
+    return Counter(host(r) for r in records
+                   if r["status"] == "finished" and kind_of_device(r) != kind)
+
+
 def frame(records: list[dict]) -> pd.DataFrame:
     """One row per finished run: method label, compression, seed, every table's value and, per
-    timing table, whether its timing was contended (column ``"<table> contended"``). A run
+    timing table, whether its timing was contended (column ``"<table> contended"``). Times and
+    memory are NaN for a run made on another kind of device than most (:func:`device_kind`). A run
     stored twice (the same label, compression and seed, e.g. once under an earlier key) counts
     once, so seeds are never counted double. A cell (label and compression) stored at two
     precisions (a preset whose precision is the machine's, run on two machines) is a
     ValueError, so that neither is averaged with the other as a seed nor dropped as a repeat:
     choose one first (``report --precision``, :func:`~sparse_survey.tutorial.stored_runs`)."""
     timed = [name for name, t in TABLES.items() if t.clock]
+    kind = device_kind(records)
     rows = []
     for r in records:
         if r["status"] != "finished":
             continue
         row = {"label": r["label"], "compression": r["config"]["compression"],
                "seed": r["config"]["seed"], "precision": r["config"]["precision"]}
-        row.update({name: t.value(r) for name, t in TABLES.items()})
+        alike = kind_of_device(r) == kind
+        row.update({name: t.value(r) if alike or not t.of_the_machine else math.nan
+                    for name, t in TABLES.items()})
         row.update({f"{name} contended": contended(r, name) for name in timed})
         rows.append(row)
     df = pd.DataFrame(rows, columns=["label", "compression", "seed", "precision", *TABLES,
@@ -776,6 +805,13 @@ def tables_markdown(records: list[dict], heading: str = "###") -> str:
             parts += [f"Each method's row is ours; under it {source} {difference}.",
                       markdown(beside_survey(records, name))]
         parts += notes(ours)
+        if t.of_the_machine and (other := left_out(records)):
+            kind = {"cpu": "CPU", "cuda": "GPU"}.get(device_kind(records), device_kind(records))
+            parts.append(f"Runs made on a {kind} only: this table leaves out "
+                         + ", ".join(f"the {n} run{'s' * (n != 1)} made on {h}"
+                                     for h, n in sorted(other.items()))
+                         + " (the accuracy and FLOPs tables count them), since a time or a "
+                         "memory measured on another kind of device is no seed of the same cell.")
     return "\n\n".join(parts)
 
 

@@ -377,6 +377,32 @@ def test_the_scale_line_names_each_machine_and_how_many_runs_it_made():
     assert report.host(on(None)) == report.host(on("AVX2", device="cuda:0")) == "AMD EPYC"
 
 
+def test_times_and_memory_come_from_one_kind_of_device_and_say_which_runs_they_leave_out():
+    """A GPU-made seed among CPU-made ones counts in the accuracy of its cell but not in its
+    inference time or memory (some fifty times apart, no two seeds of one cell); the tables say
+    which runs they left out. Where GPU runs are most, the CPU's are the ones left out."""
+    def on(device, seed, accuracy, seconds):
+        record = fabricated("Mag", "mag", 1, seed, accuracy, seconds)
+        record["environment"] = {"device": device, "device_name": "NVIDIA H200"
+                                 if device.startswith("cuda") else "AMD EPYC", "cpus": 2}
+        return record
+
+    records = [on("cpu", 0, 0.80, 4.0), on("cpu", 1, 0.82, 6.0), on("cuda:0", 2, 0.84, 0.06)]
+    assert report.device_kind(records) == "cpu"
+    assert report.left_out(records) == {"NVIDIA H200": 1}
+    assert report.table(records, "accuracy").at[1, "Mag"] == "82.00 ± 2.00 (3)"
+    assert report.table(records, "inference_time").at[1, "Mag"] == "5.000 ± 1.414 (2)"
+    assert report.table(records, "cpu_memory").at[1, "Mag"] == "1.0 ± 0.0 (2)"
+    text = report.tables_markdown(records)
+    note = "Runs made on a CPU only: this table leaves out the 1 run made on NVIDIA H200"
+    assert text.count(note) == 3  # inference time, CPU memory, prune time (GPU memory: CUDA's)
+    assert note not in report.tables_markdown(records[:2])
+    mostly_gpu = records[:1] + [on("cuda", seed, 0.8, 0.05) for seed in (3, 4)]
+    assert report.device_kind(mostly_gpu) == "cuda"
+    assert report.table(mostly_gpu, "inference_time").at[1, "Mag"] == "0.050 ± 0.000 (2)"
+    assert report.device_kind([]) is None
+
+
 def test_every_method_of_a_figure_is_drawn_its_own_way():
     """Twelve methods (the results figure's count) against matplotlib's ten colours: no two lines
     share colour, line style and marker."""
