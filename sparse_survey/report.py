@@ -149,6 +149,10 @@ def kind_of_device(record: dict) -> str:
     return str(record.get("environment", {}).get("device", "cpu")).split(":")[0]
 
 
+DEVICE_WORD = {"cpu": "CPU", "cuda": "GPU"}
+"""How the tables' notes name a kind of device (:func:`kind_of_device`)."""
+
+
 def device_kind(records: list[dict]) -> str | None:
     """The kind of device (:func:`kind_of_device`) that made most of the finished records (the
     CPU on a tie): the tables of times and memory (``Table.of_the_machine``) show only its runs,
@@ -780,6 +784,14 @@ def tables_markdown(records: list[dict], heading: str = "###") -> str:
     (:func:`beside_survey`, its unit and uncertain cells said), then the notes its cells need
     (:func:`notes`). A table no run measured (GPU memory on a CPU) shows the survey's alone."""
     survey = survey_source()
+    other_devices = left_out(records)
+    machine_note = other_devices and (
+        f"Runs made on a {DEVICE_WORD.get(device_kind(records), device_kind(records))} only: "
+        "this table leaves out "
+        + ", ".join(f"the {n} run{'s' * (n != 1)} made on {h}"
+                    for h, n in sorted(other_devices.items()))
+        + " (the accuracy and FLOPs tables count them), since a time or a memory measured on "
+        "another kind of device is no seed of the same cell.")
     parts = []
     for name, t in TABLES.items():
         ours = table(records, name)
@@ -805,13 +817,8 @@ def tables_markdown(records: list[dict], heading: str = "###") -> str:
             parts += [f"Each method's row is ours; under it {source} {difference}.",
                       markdown(beside_survey(records, name))]
         parts += notes(ours)
-        if t.of_the_machine and (other := left_out(records)):
-            kind = {"cpu": "CPU", "cuda": "GPU"}.get(device_kind(records), device_kind(records))
-            parts.append(f"Runs made on a {kind} only: this table leaves out "
-                         + ", ".join(f"the {n} run{'s' * (n != 1)} made on {h}"
-                                     for h, n in sorted(other.items()))
-                         + " (the accuracy and FLOPs tables count them), since a time or a "
-                         "memory measured on another kind of device is no seed of the same cell.")
+        if t.of_the_machine and machine_note:
+            parts.append(machine_note)
     return "\n\n".join(parts)
 
 
