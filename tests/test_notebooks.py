@@ -43,7 +43,6 @@ GLUED = {
                 "compare_dense_accuracy", "compare_pairs_alike", "compare_imp_edge_high",
                 "compare_collapsed_max", "compare_late_early_imp2iters", "compare_time_spread",
                 "compare_grasp_weakest", "compare_grasp_train_compressions",
-                "compare_grasp_train_gain_max",
                 "compare_dense_range", "compare_time_by_machine"],
     "ablations": ["ablations_seed_spread", "ablations_bn_grasp_mild_effect",
                   "ablations_bn_snip_verdict", "ablations_synflow_high_effect",
