@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -58,7 +59,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from . import masks
+from . import masks, threads
 from .allocator import pin_allocator
 from .data import ImageSet, Loader
 from .train import autocast, resolve_precision, uses_channels_last
@@ -232,7 +233,9 @@ def inference_time(model: nn.Module, test_set: ImageSet, device: torch.device,
     """Median time of a pass over ``test_set`` (model only) in ``precision`` (``"fp32"`` or
     ``"bf16"``, see :mod:`sparse_survey.train`), images/s and batch-1 latency; the timed passes'
     CPU time, waiting and load as ``time_passes_*`` (see :func:`timed`). The allocator is pinned
-    first (:func:`pin_allocator`)."""
+    first (:func:`pin_allocator`). On a CPU the thread count makes way for other processes
+    (:mod:`sparse_survey.threads`); ``time_passes_threads`` counts the timed batches run at each
+    count, ``threads`` is the count the process has."""
     precision = resolve_precision(precision, device)
     pinned = pin_allocator()
     channels_last = uses_channels_last(device, precision)
@@ -240,26 +243,33 @@ def inference_time(model: nn.Module, test_set: ImageSet, device: torch.device,
     bar = tqdm(total=repeats * len(batches), desc="inference time", unit="batch",
                disable=not progress, leave=False)
 
+    used = Counter()  # batches timed at each CPU thread count
+
     def run(inputs, counted: bool = False) -> None:
         with autocast(device, precision):
             for x in inputs:
+                count = threads.adapt()
                 model(x)
                 if counted:
+                    used[count] += 1
                     bar.update()
 
-    run(batches[:3])  # warm-up: kernels chosen, memory allocated
-    clock: dict = {}
-    with timed(clock, "time_passes"):
-        passes = timings(lambda: run(batches, counted=True), device, repeats)
-    bar.close()
-    single = batches[0][:1]
-    run([single] * 3)
-    latency = timings(lambda: run([single]), device, latency_repeats)
+    with threads.sharing_cpus(device):
+        run(batches[:3])  # warm-up: kernels chosen, memory allocated
+        clock: dict = {}
+        with timed(clock, "time_passes"):
+            passes = timings(lambda: run(batches, counted=True), device, repeats)
+        bar.close()
+        single = batches[0][:1]
+        run([single] * 3)
+        latency = timings(lambda: run([single]), device, latency_repeats)
     median = statistics.median(passes)
     return {"time_s": median, "time_s_min": min(passes), "time_s_max": max(passes),
             "time_repeats": repeats, "images": len(test_set), "batch_size": batch_size,
             "images_per_s": len(test_set) / median, "latency_ms": 1000 * statistics.median(latency),
-            **clock, "threads": torch.get_num_threads(), "inference_precision": precision,
+            **clock, "threads": torch.get_num_threads(),
+            "time_passes_threads": {str(n): k for n, k in sorted(used.items())},
+            "inference_precision": precision,
             "allocator_pinned": pinned}
 
 

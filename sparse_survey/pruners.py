@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import masks as masking
+from . import threads
 from .train import ieee_fp32
 
 SCOPES = ("global", "local")
@@ -146,12 +147,15 @@ def score(model: nn.Module, method: str, batches: Batches | None = None,
 
     ``batches`` (``(inputs, targets)`` pairs) are needed by the methods that score on data (SNIP,
     GraSP), which see BatchNorm in ``bn_mode``; ``seed`` seeds Rand; ``input_shape`` (one input,
-    no batch dimension) is SynFlow's.
+    no batch dimension) is SynFlow's. On a CPU the thread count makes way for other processes
+    (:mod:`sparse_survey.threads`), batch by batch.
     """
     chosen = _method(method)
     _check_bn_mode(chosen, bn_mode)
     batches = _materialize(chosen, batches)
-    with scoring_mode(model, bn_mode), ieee_fp32(next(model.parameters()).device):
+    device = next(model.parameters()).device
+    with scoring_mode(model, bn_mode), ieee_fp32(device), threads.sharing_cpus(device):
+        threads.adapt()
         return chosen.scores(model, batches, seed=seed, input_shape=input_shape)
 
 
@@ -263,6 +267,7 @@ def _batch_gradient(model: nn.Module, weights: dict[str, nn.Parameter], x: torch
                     y: torch.Tensor, temperature: float, create_graph: bool = False):
     """Gradients of one batch's mean cross-entropy (logits divided by ``temperature``)."""
     device = weights[next(iter(weights))].device
+    threads.adapt()
     loss = F.cross_entropy(model(x.to(device)) / temperature, y.to(device))
     return torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from . import masks
+from . import masks, threads
 from .allocator import pin_allocator
 from .data import ImageSet, Loader
 
@@ -197,7 +198,8 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     (default: on CUDA and in bf16) sets the memory layout of the model and its batches.
     The progress bar, named ``desc``, shows the epoch, the running loss and images/s. On a CPU
     the process's allocator is pinned first (:func:`~sparse_survey.allocator.pin_allocator`):
-    the same training, without millions of page faults.
+    the same training, without millions of page faults; and the thread count makes way for other
+    processes (:mod:`sparse_survey.threads`): each epoch's record counts its steps at each count.
     Returns the per-epoch :class:`History`.
     """
     device = device_of(device)
@@ -223,47 +225,51 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     history = History()
     bar = tqdm(total=recipe.epochs * steps, desc=desc, unit="batch", disable=not progress,
                leave=False)
-    for epoch in range(recipe.epochs):
-        model.train()
-        start = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        for i, (x, y) in enumerate(loader):
-            with autocast(device, precision):
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            masks.apply(model)
-            if on_step is not None:
-                on_step(epoch * steps + i + 1, model, optimizer)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            bar.update()
-            if i % 50 == 0 or i == steps - 1:  # a sync: check for divergence only now and then
-                running = (loss_sum / seen).item()
-                bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{running:.3f}",
-                                images_s=f"{seen / (time.perf_counter() - start):.0f}")
-                if not math.isfinite(running):
-                    history.diverged = True
-                    history.error = f"loss became {running} in epoch {epoch + 1}, step {i + 1}"
-                    bar.close()
-                    return history
-        if cuda:
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                  "train_loss": (loss_sum / seen).item(), "train_acc": correct.item() / seen,
-                  "seconds": seconds, "images_per_s": seen / seconds}
-        last = epoch + 1 == recipe.epochs
-        if test_loader is not None and ((epoch + 1) % eval_every == 0 or last):
-            record["test_loss"], record["test_acc"] = evaluate(model, test_loader,
-                                                               precision=precision)
-        history.epochs.append(record)
+    with threads.sharing_cpus(device):  # fewer threads while other processes take CPUs
+        for epoch in range(recipe.epochs):
+            model.train()
+            start = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen, thread_steps = 0, Counter()
+            for i, (x, y) in enumerate(loader):
+                thread_steps[threads.adapt()] += 1
+                with autocast(device, precision):
+                    logits = step_fn(x)
+                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                masks.apply(model)
+                if on_step is not None:
+                    on_step(epoch * steps + i + 1, model, optimizer)
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                bar.update()
+                if i % 50 == 0 or i == steps - 1:  # a sync: check for divergence now and then
+                    running = (loss_sum / seen).item()
+                    bar.set_postfix(epoch=f"{epoch + 1}/{recipe.epochs}", loss=f"{running:.3f}",
+                                    images_s=f"{seen / (time.perf_counter() - start):.0f}")
+                    if not math.isfinite(running):
+                        history.diverged = True
+                        history.error = (f"loss became {running} in epoch {epoch + 1}, "
+                                         f"step {i + 1}")
+                        bar.close()
+                        return history
+            if cuda:
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                      "train_loss": (loss_sum / seen).item(), "train_acc": correct.item() / seen,
+                      "seconds": seconds, "images_per_s": seen / seconds,
+                      "threads": {str(n): k for n, k in sorted(thread_steps.items())}}
+            last = epoch + 1 == recipe.epochs
+            if test_loader is not None and ((epoch + 1) % eval_every == 0 or last):
+                record["test_loss"], record["test_acc"] = evaluate(model, test_loader,
+                                                                   precision=precision)
+            history.epochs.append(record)
     bar.close()
     return history
 
@@ -293,7 +299,8 @@ def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.devi
     ``precision`` (see :data:`PRECISIONS`).
 
     ``data`` may be an :class:`ImageSet` (a loader of ``batch_size`` images, by default
-    :func:`eval_batch_size`, is made on ``device``) or a ready ``Loader``.
+    :func:`eval_batch_size`, is made on ``device``) or a ready ``Loader``. On a CPU the thread
+    count makes way for other processes (:mod:`sparse_survey.threads`).
     The model's train/eval mode is restored afterwards.
     """
     if isinstance(data, ImageSet):
@@ -306,11 +313,13 @@ def evaluate(model: nn.Module, data: ImageSet | Loader, device: str | torch.devi
     model.eval()
     loss_sum = torch.zeros((), device=data.device)
     correct = torch.zeros((), device=data.device, dtype=torch.long)
-    for x, y in data:
-        with autocast(data.device, precision):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+    with threads.sharing_cpus(data.device):
+        for x, y in data:
+            threads.adapt()
+            with autocast(data.device, precision):
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
     model.train(was_training)
     n = len(data.labels)
     return loss_sum.item() / n, correct.item() / n
