@@ -10,10 +10,14 @@ setup. Beside each loop stands its bare step (forward, backward and SGD step on 
 already on the device, same precision, layout and batch): the loop's share of it is what the data
 path, the mask re-zeroing and the schedule cost. Each figure is also given as a fraction of the
 device's peak: the achieved training FLOP/s (the model's forward multiply-accumulates per image x
-2 FLOPs x 3, forward plus backward) over the FLOP/s of a large matrix product in the row's own
-dtype, measured on the spot, and over the datasheet's dense bf16 peak for the GPUs named in
-:data:`DATASHEET_BF16_FLOPS`. The FLOPs are those of direct convolution; libraries that convolve
-with fewer multiplications (Winograd) can pass 100 % of the matrix-product peak.
+2 FLOPs x 3, forward plus backward) over the peak of the row's own dtype, measured on the spot
+(:func:`peak_flops`: the fastest of several matrix products at each of several sizes, with the
+loop's threads), and over the datasheet's dense bf16 peak for the GPUs named in
+:data:`DATASHEET_BF16_FLOPS`. The FLOPs are those of direct convolution; a library that convolves
+with fewer multiplications (Winograd) can go faster than every matrix product, and then that row
+is the peak (:func:`set_fractions_of_peak`): no fraction exceeds 100 %. On a CPU it also trains
+alone and beside one busy process it starts itself, with the thread count adapting to the
+machine and fixed (:func:`contention`): the slowdown is the figure.
 
 ``bench prune`` times each method's scoring (one round) and its full pruning (its default
 rounds: 100 for SynFlow) at compressions 0.05, 1 and 2 side by side, on the CPU and on a GPU when
@@ -44,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -51,12 +56,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import data as datasets
-from . import models, pruners
+from . import models, pruners, threads
 from .experiment import environment
 from .profile import contended, device_name, flops, timed, timings
 from .sparse import sparsify
 from .store import write_json
-from .train import Recipe, autocast, bf16_supported, device_of, fit, uses_channels_last
+from .train import (
+    Recipe,
+    autocast,
+    bf16_supported,
+    device_of,
+    fit,
+    ieee_fp32,
+    uses_channels_last,
+)
 
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (FLOP/s, without sparsity), by a part of
 # the name torch.cuda.get_device_name gives.
@@ -165,23 +178,124 @@ def bare_step_images_per_s(model: nn.Module, data: datasets.ImageSet, device: to
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def matmul_flops(device: torch.device, dtype: torch.dtype, n: int | None = None,
-                 repeats: int = 10) -> float:
-    """FLOP/s of an ``n`` x ``n`` matrix product in ``dtype`` on ``device`` (median of
-    ``repeats``): the peak that this device reaches in practice."""
-    n = n or (8192 if device.type == "cuda" else 1024)
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    a @ b  # warm-up
-    return 2 * n**3 / statistics.median(timings(lambda: a @ b, device, repeats))
+# Square matrix products timed for the peak, by device type: large enough to leave the caches
+# and the kernel launches behind, small enough to take seconds.
+PEAK_SIZES = {"cpu": (512, 1024, 2048, 4096), "cuda": (4096, 8192, 16384)}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype, sizes: tuple[int, ...] | None = None,
+               repeats: int = 5) -> dict:
+    """The highest FLOP/s that ``n`` x ``n`` matrix products in ``dtype`` reach on ``device``:
+    the fastest of ``repeats`` timed products (after one warm-up) at each of ``sizes``, with the
+    threads torch has now, which are the training loop's. One size or a median is not a peak: a
+    product too small for the caches' blocking, or a pass slowed by another process, would put
+    the peak low and the fractions of it high. Returns ``{"flops": best, "size": its n,
+    "per_size": {n: best}, "repeats", "threads", "dtype"}``; float32 in IEEE float32 (no
+    TensorFloat-32 on CUDA), as the fp32 rows train."""
+    sizes = sizes or PEAK_SIZES.get(device.type, PEAK_SIZES["cpu"])
+    per_size = {}
+    with ieee_fp32(device):
+        for n in sizes:
+            a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+            a @ b  # warm-up
+            per_size[n] = 2 * n**3 / min(timings(lambda a=a, b=b: a @ b, device, repeats))
+            del a, b
+    best = max(per_size, key=per_size.get)
+    return {"flops": per_size[best], "size": best, "per_size": per_size, "repeats": repeats,
+            "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch.")}
+
+
+def set_fractions_of_peak(rows: list[dict], peaks: dict[str, dict]) -> None:
+    """Give each row its ``fraction_of_peak``: its training FLOP/s (``train_flops_per_s``) over
+    the peak of its precision. The peak is the best matrix product of :func:`peak_flops`, or the
+    fastest row of that precision where a row went faster than every product (a convolution
+    library that multiplies less than direct convolution counts, as Winograd does); each peak
+    says which in ``source``, so no fraction exceeds 1."""
+    for precision, peak in peaks.items():
+        fastest = max((r for r in rows if r["precision"] == precision),
+                      key=lambda r: r["train_flops_per_s"], default=None)
+        if fastest is not None and fastest["train_flops_per_s"] > peak["matmul"]["flops"]:
+            peak["flops"] = fastest["train_flops_per_s"]
+            peak["source"] = (f"the {fastest['loop']} row at batch {fastest['batch_size']} "
+                              f"({fastest['setup']}), faster than every matrix product")
+        else:
+            peak["flops"] = peak["matmul"]["flops"]
+            peak["source"] = (f"a {peak['matmul']['size']} x {peak['matmul']['size']} matrix "
+                              f"product, the fastest of {peak['matmul']['repeats']} at each of "
+                              f"{len(peak['matmul']['per_size'])} sizes, "
+                              f"{peak['matmul']['threads']} thread(s)")
+    for row in rows:
+        row["fraction_of_peak"] = row["train_flops_per_s"] / peaks[row["precision"]]["flops"]
+
+
+@contextmanager
+def busy_process():
+    """One other process that keeps a core busy (``while True: pass``) while the block runs:
+    the neighbour a laptop's browser or a second notebook is."""
+    competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # started, and seen by the scheduler
+        yield competitor
+    finally:
+        competitor.kill()
+        competitor.wait()
+
+
+def contention(fresh, data: datasets.ImageSet, device: torch.device, setup: dict,
+               batch_size: int = 128, repeats: int = 2, seed: int = 0) -> dict:
+    """Seconds of one epoch of this loop on ``data``, alone and beside :func:`busy_process`,
+    with the thread count adapting to the machine (:mod:`sparse_survey.threads`) and fixed
+    (``SPARSE_SURVEY_ADAPT_THREADS=0``, what the loop did before); each the fastest of
+    ``repeats``, the four alternating so that a slow spell hits all. The figures: each setting's
+    slowdown beside the busy process, and the quiet case's cost of adapting, beside the spread
+    of the quiet repeats."""
+    recipe = Recipe(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4,
+                    schedule="constant")
+    arms = [(adapt, busy) for busy in (False, True) for adapt in (True, False)]
+    seconds: dict = {arm: [] for arm in arms}
+    thread_steps: dict = {arm: {} for arm in arms}
+    fit(fresh(), data.per_class(max(1, 3 * batch_size // len(data.classes))), recipe,
+        device=device, progress=False, **setup)  # warm-up
+    for _ in range(repeats):
+        for adapt, busy in arms:
+            saved = os.environ.get(threads.ENVIRONMENT_SWITCH)
+            os.environ[threads.ENVIRONMENT_SWITCH] = "1" if adapt else "0"
+            try:
+                with busy_process() if busy else nullcontext():
+                    start = time.perf_counter()
+                    history = fit(fresh(), data, recipe, device=device, seed=seed,
+                                  progress=False, **setup)
+                    seconds[adapt, busy].append(time.perf_counter() - start)
+            finally:
+                if saved is None:
+                    del os.environ[threads.ENVIRONMENT_SWITCH]
+                else:
+                    os.environ[threads.ENVIRONMENT_SWITCH] = saved
+            for count, steps in history.epochs[-1]["threads"].items():
+                thread_steps[adapt, busy][count] = thread_steps[adapt, busy].get(count, 0) + steps
+    floor = {arm: min(times) for arm, times in seconds.items()}
+    quiet = seconds[True, False] + seconds[False, False]
+    return {"images": len(data), "batch_size": batch_size, "repeats": repeats, **setup,
+            "competitor": "one process running `while True: pass`",
+            "arms": [{"threads": "adapting" if adapt else "fixed", "beside_busy_process": busy,
+                      "seconds": seconds[adapt, busy], "fastest_s": floor[adapt, busy],
+                      "steps_at_thread_count": thread_steps[adapt, busy]}
+                     for adapt, busy in arms],
+            "slowdown_adapting": floor[True, True] / floor[True, False],
+            "slowdown_fixed": floor[False, True] / floor[False, False],
+            "quiet_adapting_over_fixed": floor[True, False] / floor[False, False],
+            "quiet_spread": max(quiet) / min(quiet) - 1}
 
 
 def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: str = "cifar10",
                 data_root=None, images: int | None = None,
                 batch_sizes: tuple[int, ...] = (128, 512), device: str | None = None,
-                compiled: tuple[bool, ...] = (False, True), seed: int = 0) -> dict:
+                compiled: tuple[bool, ...] = (False, True), seed: int = 0,
+                contended_repeats: int = 2) -> dict:
     """Measure the baseline, and this loop beside its bare step in each precision and layout
-    (eager; compiled in the device's default setup) at each batch size, on the same images;
-    print a table and return the record."""
+    (eager; compiled in the device's default setup) at each batch size, on the same images; on
+    a CPU also the loop alone and beside one busy process (:func:`contention`, ``repeats``
+    ``contended_repeats``; 0 leaves it out). Print a table and return the record."""
     device = device_of(device)
     cuda = device.type == "cuda"
     width = width if width is not None else (1.0 if cuda else 0.25)
@@ -199,7 +313,8 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
     macs = flops(fresh(), train.shape)["macs_dense"]
     train_flops = 3 * 2 * macs  # forward + backward (about twice the forward), 2 FLOPs a MAC
     precisions = ["fp32"] + (["bf16"] if bf16_supported(device) else [])
-    peaks = {p: matmul_flops(device, {"fp32": torch.float32, "bf16": torch.bfloat16}[p])
+    peaks = {p: {"matmul": peak_flops(device, {"fp32": torch.float32,
+                                               "bf16": torch.bfloat16}[p])}
              for p in precisions}
     name = device_name(device)
     datasheet = next((v for k, v in DATASHEET_BF16_FLOPS.items() if k in name), None)
@@ -209,7 +324,7 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
             bare: float | None = None) -> None:
         achieved = images_per_s * train_flops
         rows.append({"loop": loop, **setup, "batch_size": batch, "images_per_s": images_per_s,
-                     "fraction_of_peak": achieved / peaks[setup["precision"]],
+                     "train_flops_per_s": achieved,
                      "fraction_of_datasheet_peak": achieved / datasheet if datasheet else None,
                      "bare_step_images_per_s": bare,
                      "loop_share_of_bare_step": images_per_s / bare if bare else None,
@@ -247,17 +362,22 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
                      + (", torch.compile" if compile else ""))
             add("compiled" if compile else "eager", {**setup, "setup": words}, batch,
                 seen / sum(e["seconds"] for e in history.epochs), clock, bare)
+    set_fractions_of_peak(rows, peaks)
+    shared = (contention(fresh, train, device, default, repeats=contended_repeats, seed=seed)
+              if device.type == "cpu" and contended_repeats > 0 else None)
     record = {"benchmark": "train", "model": model_name, "width": width, "data": train.name,
               "images": len(train), "epochs": epochs, "device": str(device), "device_name": name,
               "macs_per_image": macs, "train_flops_per_image": train_flops,
-              "peak_flops_measured": peaks, "peak_flops_datasheet_bf16": datasheet,
-              "rows": rows, "environment": environment(device)}
+              "peak_flops": peaks, "peak_flops_datasheet_bf16": datasheet,
+              "rows": rows, "contention": shared, "environment": environment(device)}
     print(f"training throughput: {model_name} width {width:g} on {train.name}, {len(train)} "
           f"images x {epochs} epoch(s), {name}")
     print(f"forward {macs / 1e6:.4g} M MACs per image, training about 3x: "
-          f"{train_flops / 1e9:.4g} GFLOP per image; a matrix product reaches "
-          + ", ".join(f"{v / 1e12:.3g} TFLOP/s in {k}" for k, v in peaks.items()) + " here"
-          + (f" (datasheet bf16 peak {datasheet / 1e12:.0f} TFLOP/s)" if datasheet else ""))
+          f"{train_flops / 1e9:.4g} GFLOP per image")
+    for precision, peak in peaks.items():
+        print(f"peak in {precision}: {peak['flops'] / 1e12:.3g} TFLOP/s, {peak['source']}")
+    if datasheet:
+        print(f"datasheet bf16 peak: {datasheet / 1e12:.0f} TFLOP/s")
     print(f"{'loop':9} {'batch':>5} {'images/s':>10} {'x baseline':>10} {'% of peak':>9} "
           f"{'bare step':>10} {'loop/bare':>9}  setup")
     for row in rows:
@@ -267,6 +387,18 @@ def bench_train(model_name: str = "vgg16", width: float | None = None, dataset: 
         print(f"{row['loop']:9} {row['batch_size']:5d} {row['images_per_s']:10.0f} "
               f"{row['images_per_s'] / baseline:10.2f} {100 * row['fraction_of_peak']:8.1f}% "
               f"{bare}  {row['setup']}{flag}")
+    if shared:
+        print(f"one epoch of {shared['images']} images at batch {shared['batch_size']} "
+              f"({shared['precision']}), fastest of {shared['repeats']}, alone and beside one "
+              "busy process:")
+        for arm in shared["arms"]:
+            where = "beside it" if arm["beside_busy_process"] else "alone"
+            print(f"  threads {arm['threads']:9} {where:9} {arm['fastest_s']:7.2f} s  "
+                  f"steps at each thread count {arm['steps_at_thread_count']}")
+        print(f"slowdown beside one busy process: {shared['slowdown_adapting']:.2f}x adapting, "
+              f"{shared['slowdown_fixed']:.2f}x fixed; quiet, adapting/fixed "
+              f"{shared['quiet_adapting_over_fixed']:.3f} (quiet repeats spread "
+              f"{100 * shared['quiet_spread']:.1f} %)")
     return record
 
 

@@ -166,10 +166,19 @@ def test_cli_bench_train_on_one_channel_digits_prints_and_stores_the_loops(tmp_p
     assert path.stem.endswith(f"-{capability.lower()}")  # e.g. amd-epyc-avx2
     rows = stored["rows"]
     assert [(r["precision"], r["channels_last"]) for r in rows[1::2]] == setups
-    assert all(row["images_per_s"] > 0 and row["fraction_of_peak"] > 0 for row in rows)
+    assert all(row["images_per_s"] > 0 and 0 < row["fraction_of_peak"] <= 1 for row in rows)
     assert all(r["loop_share_of_bare_step"] == pytest.approx(
         r["images_per_s"] / r["bare_step_images_per_s"]) for r in rows[1:])
-    assert set(stored["peak_flops_measured"]) == {p for p, _ in setups}
+    peaks = stored["peak_flops"]
+    assert set(peaks) == {p for p, _ in setups}
+    for peak in peaks.values():  # how it was measured is stored with it
+        assert peak["flops"] >= peak["matmul"]["flops"] == max(peak["matmul"]["per_size"].values())
+        assert peak["matmul"]["threads"] == stored["environment"]["threads"] and peak["source"]
+    shared = stored["contention"]  # alone and beside one busy process, adapting and fixed
+    assert [(a["threads"], a["beside_busy_process"]) for a in shared["arms"]] == [
+        ("adapting", False), ("fixed", False), ("adapting", True), ("fixed", True)]
+    assert shared["slowdown_adapting"] > 0 and shared["slowdown_fixed"] > 0
+    assert "slowdown beside one busy process" in out.stdout
     assert stored["macs_per_image"] == 64 * 75 + 75 * 25 + 25 * 10  # the width-1/4 MLP
 
 
