@@ -39,7 +39,15 @@ import sparse_survey as ss
 from sparse_survey import report, tutorial
 
 tutorial.refuse_unknown_parameters()
-model = ss.models.build(model_name, num_classes, in_channels, width, image_size=image_size)
+model_name = tutorial.choice(model_name, "model_name", ss.models.MODELS)
+width = tutorial.positive(width, "width")
+for count, name in ((image_size, "image_size"), (in_channels, "in_channels"),
+                    (num_classes, "num_classes")):
+    tutorial.count(count, name)
+try:
+    model = ss.models.build(model_name, num_classes, in_channels, width, image_size=image_size)
+except ValueError as error:  # too small an image for the model, too wide for the memory
+    raise tutorial.ParameterError(f"bad notebook parameter: {error}") from None
 input_shape = (in_channels, image_size, image_size)
 weights = {name: w.numel() for name, w in ss.masks.prunable(model).items()}
 macs = ss.profile.layer_macs(model, input_shape)

@@ -155,10 +155,15 @@ edge = pd.DataFrame({"best one-shot": mean.loc[both, one_shot].idxmax(axis=1),
                      "best IMP": mean.loc[both, iterative].idxmax(axis=1),
                      "IMP accuracy": mean.loc[both, iterative].max(axis=1)})
 edge["IMP - one-shot"] = edge["IMP accuracy"] - edge["its accuracy"]
-tutorial.show(edge, 2, title="Best IMP against best one-shot method, per compression")
-tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[0]),
-                      imp_edge_high=float(edge["IMP - one-shot"].iloc[-1]),
-                      best_one_shot_high=edge["best one-shot"].iloc[-1])
+if len(edge):
+    tutorial.show(edge, 2, title="Best IMP against best one-shot method, per compression")
+else:
+    print("no compression has both an IMP run and a one-shot run stored yet")
+tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[0]) if len(edge)
+                      else float("nan"),
+                      imp_edge_high=float(edge["IMP - one-shot"].iloc[-1]) if len(edge)
+                      else float("nan"),
+                      best_one_shot_high=edge["best one-shot"].iloc[-1] if len(edge) else "")
 
 # %% [markdown]
 # **GraSP, the weakest at mild compression.** At each compression, how far GraSP sits below the
@@ -168,14 +173,19 @@ tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[
 # %%
 others = [m for m in ("Rand", "Mag", "SNIP", "SynFlow") if m in mean]
 lags = pd.DataFrame({grasp: mean[others].min(axis=1) - mean[grasp]
-                     for grasp in ("GraSP", "GraSP (train-mode BN)") if grasp in mean})
-tutorial.show(lags.dropna(how="all"), 2,
-              title="How far GraSP sits below the weakest other one-shot method, per compression")
-lag = lags["GraSP"].dropna()
+                     for grasp in ("GraSP", "GraSP (train-mode BN)") if grasp in mean and others},
+                    index=mean.index)
+if lags.notna().any().any():
+    tutorial.show(lags.dropna(how="all"), 2, title="How far GraSP sits below the weakest other "
+                                                   "one-shot method, per compression")
+else:
+    print("GraSP and another one-shot method are not both stored at any compression yet")
+nothing = pd.Series(float("nan"), index=mean.index)
+lag = lags.get("GraSP", nothing).dropna()
 behind = lag[lag > 0]
-train_lag = lags.get("GraSP (train-mode BN)", pd.Series(dtype=float)).dropna()
+train_lag = lags.get("GraSP (train-mode BN)", nothing).dropna()
 # what scoring in train mode gains GraSP, per compression (eval mode's lag less train mode's)
-train_gain = (lags["GraSP"] - lags.get("GraSP (train-mode BN)", float("nan"))).dropna()
+train_gain = (lags.get("GraSP", nothing) - lags.get("GraSP (train-mode BN)", nothing)).dropna()
 tutorial.glue_numbers("compare", grasp_weakest=len(behind), grasp_compressions=len(lag),
                       grasp_lag_min=float(behind.min()), grasp_lag_max=float(behind.max()),
                       grasp_train_compressions=len(train_lag),

@@ -48,7 +48,7 @@ from sparse_survey import report, tutorial
 run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
 seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
           if c in run.compressions]
-rounds = [tutorial.count(k, "iters") for k in (iters if isinstance(iters, list) else [iters])]
+rounds = tutorial.counts(iters, "iters")
 
 
 def trained(method):

@@ -51,10 +51,10 @@ import sparse_survey as ss
 from sparse_survey import report, tutorial
 
 run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
-if not isinstance(methods, list) or not methods or any(
-        m not in ss.pruners.METHODS for m in methods):
-    raise tutorial.ParameterError(f"bad notebook parameter: methods must be a list of "
-                                  f"{', '.join(ss.pruners.METHODS)}, got {methods!r}")
+if not methods:
+    raise tutorial.ParameterError("bad notebook parameter: methods must name at least one of "
+                                  f"{', '.join(ss.pruners.METHODS)}")
+methods = [tutorial.choice(m, "each of methods", ss.pruners.METHODS) for m in methods]
 seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
           if c in run.compressions]
 CONTROLS = ("shuffle", "reinit", "invert")

@@ -42,12 +42,21 @@ precision: str = "auto"  # whose runs: fp32, bf16, or "auto": the precision the 
 # %%
 import pandas as pd
 
+import sparse_survey as ss
 from sparse_survey import bench, report, tutorial
 
 run = tutorial.parameters(preset, results=results, precision=precision)
+model_name = tutorial.choice(model_name, "model_name", ss.models.MODELS)
+width = tutorial.positive(width, "width")
+method = tutorial.choice(method, "method", ss.pruners.METHODS)
+batch_sizes = tutorial.counts(batch_sizes, "batch_sizes")
+repeats = tutorial.count(repeats, "repeats")
+try:
+    tutorial.usable_device(device)
+except ValueError as error:
+    raise tutorial.ParameterError(f"bad notebook parameter: {error}") from None
 records = [r for r in tutorial.stored_runs(run.preset, run.results, run.precision)
            if r["status"] == "finished"]
-batch_sizes = [int(b) for b in tutorial.numbers(batch_sizes, "batch_sizes")]
 print(f"{len(records)} finished runs at preset {run.preset}")
 
 # %% [markdown]

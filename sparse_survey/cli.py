@@ -80,6 +80,14 @@ def count_arg(text: str) -> int:
     raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
 
 
+def seed_arg(text: str) -> int:
+    """A seed: a whole number from 0 to 2**32 - 1 (what torch's generators take)."""
+    if text.isdigit() and int(text) < 2**32:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2**32 - 1}, got "
+                                     f"{text!r}")
+
+
 def compression_arg(text: str) -> float:
     """A compression c: a finite number >= 0 (density 10^-c)."""
     try:
@@ -141,7 +149,8 @@ def add_budget_options(p: argparse.ArgumentParser) -> None:
                        help="bf16 (autocast, channels_last), fp32, or auto: bf16 where the device "
                             "does bf16 arithmetic (default: %(default)s; the laptop preset's "
                             "stored runs are fp32)")
-    group.add_argument("--seed", type=int, default=0, help="seed of weights and data order")
+    group.add_argument("--seed", type=seed_arg, default=0,
+                       help="seed of weights and data order (default: %(default)s)")
     group.add_argument("--device", default=None, type=device_arg,
                        help="torch device, e.g. cpu or cuda (default: cuda when available)")
 
@@ -178,27 +187,52 @@ def budget(args: argparse.Namespace) -> Preset:
     return dataclasses.replace(preset, recipe=recipe, **given)
 
 
+PRUNING_DEFAULTS = {"scope": "global", "iterations": None, "invert": False, "prune_batches": 1,
+                    "prune_batch_size": 256, "bn_mode": "eval", "rounding": "nearest"}
+
+
 def add_pruning_options(p: argparse.ArgumentParser, required: bool) -> None:
+    """``--method`` and ``--compression``, and the method's choices (defaults in
+    :data:`PRUNING_DEFAULTS`; :func:`pruning_choices` refuses one the method does not use)."""
     group = p.add_argument_group("pruning")
     group.add_argument("--method", required=required, default=None, choices=pruners.METHODS,
                        help="pruning method" + ("" if required else " (default: none, dense)"))
     group.add_argument("--compression", type=compression_arg, required=required, default=None,
                        help="compression c: keep a fraction 10^-c of the prunable weights")
-    group.add_argument("--scope", default="global", choices=pruners.SCOPES,
-                       help="one threshold for all layers, or per layer (default: %(default)s)")
-    group.add_argument("--iterations", type=count_arg, default=None,
+    group.add_argument("--scope", choices=pruners.SCOPES,
+                       help="one threshold for all layers, or per layer (default: global)")
+    group.add_argument("--iterations", type=count_arg,
                        help="pruning rounds (default: the method's, 100 for synflow, else 1)")
-    group.add_argument("--invert", action="store_true", help="keep the lowest scores instead")
-    group.add_argument("--prune-batches", type=count_arg, default=1,
-                       help="training batches that snip and grasp score on (default: "
-                            "%(default)s)")
-    group.add_argument("--prune-batch-size", type=count_arg, default=256,
-                       help="images per scoring batch (default: %(default)s)")
-    group.add_argument("--bn-mode", default="eval", choices=pruners.BN_MODES,
-                       help="BatchNorm's mode while snip and grasp score (default: %(default)s)")
-    group.add_argument("--rounding", default="nearest", choices=pruners.ROUNDINGS,
+    group.add_argument("--invert", action="store_true", default=None,
+                       help="keep the lowest scores instead")
+    group.add_argument("--prune-batches", type=count_arg,
+                       help="training batches that snip and grasp score on (default: 1)")
+    group.add_argument("--prune-batch-size", type=count_arg,
+                       help="images per scoring batch of snip and grasp (default: 256)")
+    group.add_argument("--bn-mode", choices=pruners.BN_MODES,
+                       help="BatchNorm's mode while snip and grasp score (default: eval)")
+    group.add_argument("--rounding", choices=pruners.ROUNDINGS,
                        help="each round's kept count d*N made whole: to the nearest, or up as "
-                            "Synaptic-Flow's code does (default: %(default)s)")
+                            "Synaptic-Flow's code does (default: nearest)")
+
+
+def pruning_choices(args: argparse.Namespace) -> dict:
+    """The pruning options, defaults filled in; a ValueError for one given without
+    ``--method``, or one the method does not use (the scoring batches and BatchNorm mode of a
+    method that scores without data), rather than ignore it."""
+    given = [name for name in PRUNING_DEFAULTS if getattr(args, name) is not None]
+    flags = ", ".join("--" + name.replace("_", "-") for name in given)
+    if args.method is None and given:
+        raise ValueError(f"{flags} choose(s) how to prune: give --method and --compression too "
+                         "(without them the model stays dense)")
+    if args.method is not None and not pruners.METHODS[args.method].needs_data:
+        on_data = [n for n in ("prune_batches", "prune_batch_size", "bn_mode") if n in given]
+        if on_data:
+            raise ValueError(f"{args.method} scores without data, so "
+                             f"{', '.join('--' + n.replace('_', '-') for n in on_data)} would "
+                             "change nothing; they apply to snip and grasp")
+    return {name: PRUNING_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+            for name in PRUNING_DEFAULTS}
 
 
 def load_data(args: argparse.Namespace, b: Preset):
@@ -210,19 +244,19 @@ def pruned_model(args: argparse.Namespace, b: Preset, device: torch.device, trai
     """A freshly initialised model pruned as the options say, and the seconds pruning took.
     SNIP and GraSP score on the first ``--prune-batches`` shuffled, augmented training batches;
     the other methods need no data."""
-    batches = None
+    chosen, batches = pruning_choices(args), None
     if args.method is not None and pruners.METHODS[args.method].needs_data:
         train = train or load_data(args, b)[0]
-        batches = scoring_batches(train, args.prune_batches, args.prune_batch_size, args.seed,
-                                  device)
+        batches = scoring_batches(train, chosen.pop("prune_batches"),
+                                  chosen.pop("prune_batch_size"), args.seed, device)
+    chosen.pop("prune_batches", None), chosen.pop("prune_batch_size", None)
     shape = train.shape if train is not None else datasets.SHAPES[b.dataset]
     model = fresh_model(b.model, b.width, shape, datasets.NUM_CLASSES[b.dataset], args.seed,
                         device)
     start = time.perf_counter()
     if args.method is not None:
-        pruners.prune(model, args.method, args.compression, batches, scope=args.scope,
-                      iterations=args.iterations, invert=args.invert, seed=args.seed,
-                      input_shape=shape, bn_mode=args.bn_mode, rounding=args.rounding)
+        pruners.prune(model, args.method, args.compression, batches, seed=args.seed,
+                      input_shape=shape, **chosen)
     return model, time.perf_counter() - start
 
 
@@ -274,9 +308,11 @@ def add_prune(commands) -> None:
 def run_prune(args: argparse.Namespace) -> int:
     b, device = budget(args), device_of(args.device)
     model, seconds = pruned_model(args, b, device)
-    rounds = args.iterations or pruners.METHODS[args.method].iterations
+    chosen = pruning_choices(args)
+    rounds = chosen["iterations"] or pruners.METHODS[args.method].iterations
     print(f"{args.method} on {b.model} (width {b.width:g}), compression {args.compression} "
-          f"(density {10 ** -args.compression:.4g}), {args.scope} scope, {rounds} round(s)")
+          f"(density {10 ** -args.compression:.4g}), {chosen['scope']} scope, {rounds} "
+          "round(s)")
     print(f"{'layer':28} {'shape':>16} {'kept':>10} {'total':>10} {'density':>9}")
     weights = masks.prunable(model)
     for name, (kept, total) in masks.counts(model).items():
@@ -323,6 +359,7 @@ def run_profile(args: argparse.Namespace) -> int:
     if (args.method is None) != (args.compression is None):
         raise ValueError("--method and --compression go together (give neither to profile the "
                          "dense model)")
+    pruning_choices(args)  # an option without --method is refused before the data loads
     b, device = budget(args), device_of(args.device)
     train, test = load_data(args, b)
     model, _ = pruned_model(args, b, device, train)
@@ -473,8 +510,8 @@ def run_sweep(args: argparse.Namespace) -> int:
               "to resume", file=sys.stderr)
         return 130
     bad = [r for r in records if r["status"] != "finished"]
-    print(f"done: {len(records)} run now in {time.perf_counter() - start:.0f} s, {len(bad)} of "
-          "them diverged or failed")
+    print(f"done: {len(records)} run(s) in this call, {time.perf_counter() - start:.0f} s, "
+          f"{len(bad)} of them diverged or failed")
     for r in bad:
         print(f"  {r['label']} c={r['config']['compression']:g} seed {r['config']['seed']}: "
               f"{r['status']}: {first_line(r['error'])}")
@@ -489,9 +526,12 @@ def run_sweep(args: argparse.Namespace) -> int:
                                       left=trainings_left(c, args.cache_dir, args.data_root))
                      for c in left]
         known = [e for e in estimates if e is not None]
-        print(f"left for the next call: {len(left)} runs, about {sum(known) / 60:.1f} minutes "
-              f"on this device{'' if len(known) == len(left) else ' (some not estimated)'}; "
-              "run the same command again to continue")
+        how_long = ("no time estimate yet (no finished run of their kind on this device)"
+                    if not known else f"about {sum(known) / 60:.1f} minutes on this device"
+                    + ("" if len(known) == len(left) else
+                       f" for the {len(known)} that can be estimated"))
+        print(f"left for the next call: {len(left)} runs, {how_long}; run the same command "
+              "again to continue")
     failed = sum(r["status"] == "failed" for r in records)
     if failed:
         print(f"{failed} run(s) failed: their records keep the traceback; fix the cause and run "
@@ -564,10 +604,10 @@ def add_bench(commands) -> None:
                     "a fraction of a measured matrix-product peak of the row's dtype. Stores the "
                     "figures in OUT/train-MODEL-DEVICE.json.")
     model_options(train, None, "width multiplier (default: 1 on a GPU, 0.25 on a CPU)")
-    train.add_argument("--images", type=int, default=None,
+    train.add_argument("--images", type=count_arg, default=None,
                        help="training images per measurement (default: 50000 on a GPU, 10000 "
                             "on a CPU)")
-    train.add_argument("--batch-size", type=int, action="append", default=None,
+    train.add_argument("--batch-size", type=count_arg, action="append", default=None,
                        help="batch size of this loop, repeatable (default: 128 and 512)")
     train.add_argument("--no-compile", action="store_true",
                        help="measure this loop eager only (compiling takes minutes on a CPU)")
@@ -584,7 +624,7 @@ def add_bench(commands) -> None:
                     "SynFlow) at several compressions on a model, on the CPU and on a GPU when "
                     "one is available. Stores the figures in OUT/prune-MODEL-DEVICE.json.")
     model_options(prune, 1.0, "width multiplier (default: %(default)s)")
-    prune.add_argument("--compression", type=float, action="append", default=None,
+    prune.add_argument("--compression", type=compression_arg, action="append", default=None,
                        help="compression to prune to, repeatable (default: 0.05, 1 and 2)")
     prune.add_argument("--device", action="append", default=None, type=device_arg,
                        help="device to time on, repeatable (default: cpu, and cuda if any)")
@@ -597,9 +637,9 @@ def add_bench(commands) -> None:
     model_options(sparse, 1.0, "width multiplier (default: %(default)s)")
     sparse.add_argument("--method", default="rand", choices=pruners.METHODS,
                         help="pruning method (default: %(default)s: equal density per layer)")
-    sparse.add_argument("--batch", type=int, action="append", default=None,
+    sparse.add_argument("--batch", type=count_arg, action="append", default=None,
                         help="batch size, repeatable (default: 1 and 64)")
-    sparse.add_argument("--repeats", type=int, default=5,
+    sparse.add_argument("--repeats", type=count_arg, default=5,
                         help="timed passes per measurement (default: %(default)s)")
     sparse.add_argument("--device", default="cpu", type=device_arg,
                         help="device (default: %(default)s)")

@@ -6,8 +6,9 @@ in one ``uint8`` tensor of shape ``(N, C, H, W)`` plus its labels. Small image s
 does normalisation, random crops and flips there in batches, in the spirit of airbench: no worker
 processes, no per-image Python.
 
-Where CIFAR-10 comes from, in the order tried (``root`` first, then ``$SPARSE_SURVEY_DATA``, then
-the default folder ``~/.cache/sparse_survey/data``):
+Where CIFAR-10 comes from, in the order tried (``root``, or where it is not given
+``$SPARSE_SURVEY_DATA``, then the default folder ``~/.cache/sparse_survey/data``; a ``root`` that
+does not exist is an error, not a reason to look elsewhere):
 
 - torchvision's CIFAR-10 (a folder holding ``cifar-10-batches-py``);
 - an ImageFolder-layout folder (``train/<class>/*.jpg`` and ``test/<class>/*.jpg``), or a
@@ -167,8 +168,11 @@ def cifar10(root=None, download: bool = True, cache_dir=None,
             progress: bool = True) -> tuple[ImageSet, ImageSet]:
     """CIFAR-10 from the first source found (see the module docstring), else a clear error. An
     image folder or archive must hold what CIFAR-10 is (see :func:`check_cifar10`)."""
-    candidates = [Path(p).expanduser() for p in (root, os.environ.get("SPARSE_SURVEY_DATA"))
-                  if p]
+    if root is not None and not Path(root).expanduser().exists():
+        raise DataNotFoundError(f"the CIFAR-10 location given, {root}, does not exist (the data "
+                                "was not looked for anywhere else: check the path)")
+    chosen = root if root is not None else os.environ.get("SPARSE_SURVEY_DATA")
+    candidates = [Path(chosen).expanduser()] if chosen else []
     candidates.append(default_data_dir())
     for path in candidates:
         source = _find_cifar10(path)

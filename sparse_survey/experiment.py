@@ -187,13 +187,15 @@ class RunConfig:
                            preset_precision(self.preset, self.torch_device)
                            if self.precision is FROM_PRESET
                            else resolve_precision(self.precision, self.torch_device))
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        self._check_kinds()
         if self.method == "imp" and self.iterations is None:
             object.__setattr__(self, "iterations", 1)
         if (self.method in pruners.METHODS
                 and self.iterations == pruners.METHODS[self.method].iterations):
             object.__setattr__(self, "iterations", None)  # the default, however it was given
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        self._drop_unused()
         pruners.density_of(self.compression)  # raises for a negative or NaN compression
         if self.iterations is not None and not (
                 isinstance(self.iterations, int) and not isinstance(self.iterations, bool)
@@ -204,8 +206,17 @@ class RunConfig:
         if self.method in dynamic.METHODS and (self.iterations, self.scope) != (None, "global"):
             raise ValueError(f"{self.method} takes neither rounds nor a scope: its per-layer "
                              f"densities are {dynamic.DISTRIBUTION.upper()}'s")
+        if self.method in ("dense", "imp") and self.scope != "global":
+            raise ValueError(f"scope {self.scope!r}: {self.method} prunes "
+                             f"{'nothing' if self.method == 'dense' else 'by global magnitude'}"
+                             "; a scope applies to the one-shot methods")
+        if self.method == "dense" and self.iterations is not None:
+            raise ValueError(f"iterations {self.iterations!r}: the dense network is not pruned")
         needs_data = self.method in pruners.METHODS and pruners.METHODS[self.method].needs_data
-        if self.bn_mode != "eval" and not (needs_data and self.bn_mode in pruners.BN_MODES):
+        if self.bn_mode not in pruners.BN_MODES:
+            raise ValueError(f"unknown bn_mode {self.bn_mode!r}; known: "
+                             f"{', '.join(pruners.BN_MODES)}")
+        if self.bn_mode != "eval" and not needs_data:
             raise ValueError(f"bn_mode {self.bn_mode!r}: 'train' applies to the methods that "
                              "score on data (snip, grasp) only")
         if self.rewind != "init" and not (self.method == "imp" and (
@@ -234,6 +245,44 @@ class RunConfig:
                 torch.device(self.device)
             except RuntimeError as error:
                 raise ValueError(f"not a torch device: {self.device!r}") from error
+
+    def _check_kinds(self) -> None:
+        """Refuse a field of the wrong kind before anything reads it: a seed that is not a
+        whole number in [0, 2**32) (what torch's and the data order's generators take), a count
+        that is not a whole number >= 1, a compression or width that is not a number."""
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        if not (whole(self.seed) and 0 <= self.seed < 2**32):
+            raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1}, got "
+                             f"{self.seed!r}")
+        for name in ("prune_batches", "prune_batch_size", "profile_repeats", "eval_every"):
+            value = getattr(self, name)
+            if not (whole(value) and value >= 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not (self.limit_per_class is None
+                or (whole(self.limit_per_class) and self.limit_per_class >= 1)):
+            raise ValueError(f"limit_per_class must be a whole number >= 1 or None (all), got "
+                             f"{self.limit_per_class!r}")
+        for name in ("compression", "width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        if not isinstance(self.recipe, Recipe):
+            raise ValueError(f"recipe must be a Recipe, got {self.recipe!r}")
+
+    def _drop_unused(self) -> None:
+        """Set a field the method does not use to its default, so that it never gives one
+        computation a second key: the scoring batches of a method that scores without data (a
+        grid may give them to every one-shot method), and IMP's rewind to step 0, which is
+        rewinding to initialization."""
+        scores_on_data = (self.method in pruners.METHODS
+                          and pruners.METHODS[self.method].needs_data)
+        if not scores_on_data:
+            object.__setattr__(self, "prune_batches", 1)
+            object.__setattr__(self, "prune_batch_size", 256)
+        if self.method == "imp" and self.rewind == 0 and not isinstance(self.rewind, bool):
+            object.__setattr__(self, "rewind", "init")
 
     @classmethod
     def from_preset(cls, preset: str, method: str, compression: float, **fields) -> RunConfig:
@@ -309,9 +358,10 @@ def check_compression(compression: float, model: str, width: float, dataset: str
                       scope: str = "global") -> None:
     """Refuse, before any work, a compression at which a model would keep fewer than one weight
     per prunable layer (see :func:`sparse_survey.pruners.check_survivors`)."""
+    density = pruners.density_of(compression)  # a negative compression is not "too high"
+    sizes = prunable_sizes(model, width, dataset)  # a model that cannot be built says why
     try:
-        pruners.check_survivors(pruners.density_of(compression),
-                                prunable_sizes(model, width, dataset), scope)
+        pruners.check_survivors(density, sizes, scope)
     except ValueError as error:
         raise ValueError(f"compression {compression:g} is too high for {model} at width "
                          f"{width:g}: {error}") from None

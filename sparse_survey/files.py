@@ -3,13 +3,15 @@
 Run records, benchmark records, IMP checkpoints and the decoded-image cache are all written this
 way (:func:`atomic_write`), so a process killed mid-write leaves the previous file, or none. A kill
 cannot remove its own temporary file, so :func:`remove_stale_temporaries` removes those whose
-writing process is gone.
+writing process is gone. :func:`check_room` finds, before hours of work, a folder that the work
+could not write its results into.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,3 +60,21 @@ def _running(pid: int) -> bool:
     except PermissionError:  # it runs, as another user
         return True
     return True
+
+
+def check_room(folder: str | os.PathLike, needed: int, what: str) -> None:
+    """Raise ``OSError`` now, naming ``what`` goes there, unless ``folder`` can be made, a file
+    written in it and removed, and it has ``needed`` bytes free: so that an unusable folder (a
+    file in its place, no permission, a full disk) is found before the work, not after it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / f".writable{os.getpid()}", lambda tmp: tmp.write_bytes(b"ok")
+                     ).unlink()
+        free = shutil.disk_usage(folder).free
+    except OSError as error:
+        raise OSError(f"cannot write {what} into {folder} ({error.strerror or error}); choose "
+                      "another folder") from None
+    if free < needed:
+        raise OSError(f"{folder} has {free / 2**20:,.0f} MiB free, and {what} need(s) about "
+                      f"{needed / 2**20:,.0f} MiB; free some space or choose another folder")

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from . import masks, models, pruners
 from .data import ImageSet, default_cache_dir
-from .files import atomic_write
+from .files import atomic_write, check_room
 from .profile import remaining_flops_fraction
 from .train import Recipe, device_of, fit, resolve_precision
 
@@ -95,6 +95,9 @@ def imp(model: nn.Module, data: tuple[ImageSet, ImageSet], compression: float,
                                           rewind=rewind, seed=seed, precision=precision,
                                           cache_dir=cache_dir)
     targets = round_targets(compression, iterations)
+    state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    check_room(dense_file.parent, 2 * state_bytes * (iterations + 1),
+               "the IMP cache (the dense training and a checkpoint per round)")
 
     state = None
     for checkpoint in reversed(checkpoints):  # resume after the last finished round
@@ -241,8 +244,14 @@ def _load(path: Path, device: torch.device, keys: tuple[str, ...]) -> dict | Non
 
 
 def _save(path: Path, state: dict) -> None:
-    """Write atomically: a run killed mid-write leaves the previous checkpoint intact."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write atomically: a run killed mid-write leaves the previous checkpoint intact. A failed
+    write (a full disk makes torch's writer raise a RuntimeError) is an ``OSError`` naming the
+    file."""
+    try:
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as error:
+        raise OSError(f"could not write the IMP cache file {path} ({error}); free space in "
+                      "its folder or choose another cache folder") from None
 
 
 def run_key(model: nn.Module, train: ImageSet, test: ImageSet, recipe: Recipe, seed: int,

@@ -139,16 +139,46 @@ def build(name: str, num_classes: int = 10, in_channels: int = 3, width: float =
     """Make a freshly initialised model by name.
 
     ``width`` multiplies every layer's channels (the small presets use a narrow VGG16);
-    ``image_size`` is needed only by the MLP, which flattens its input.
+    ``image_size`` sizes the MLP, which flattens its input, and is checked against the VGGs'
+    max-pools. A model too small for its images, or too large for the machine's memory, is a
+    ValueError before any weight is allocated.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
     if not 0 < width < math.inf:  # also refuses NaN
         raise ValueError(f"width must be a positive finite number, got {width}")
+    halvings = VGG_PLANS[name].count("M") if name in VGG_PLANS else 0
+    if image_size < 2**halvings:  # a max-pool of a 1x1 image fails deep inside torch
+        raise ValueError(f"{name} halves its images {halvings} times, so it needs images of at "
+                         f"least {2**halvings}x{2**halvings} pixels, not {image_size}x"
+                         f"{image_size} (8x8 digits take mlp or resnet20)")
+    check_size(name, num_classes, in_channels, width, image_size)
+    return initialize(_construct(name, num_classes, in_channels, width, image_size))
+
+
+def _construct(name: str, num_classes: int, in_channels: int, width: float,
+               image_size: int) -> nn.Module:
     if name in VGG_PLANS:
-        model: nn.Module = VGG(VGG_PLANS[name], num_classes, in_channels, width)
-    elif name == "resnet20":
-        model = ResNet(3, num_classes, in_channels, width)
-    else:
-        model = MLP(num_classes, in_channels * image_size * image_size, width)
-    return initialize(model)
+        return VGG(VGG_PLANS[name], num_classes, in_channels, width)
+    if name == "resnet20":
+        return ResNet(3, num_classes, in_channels, width)
+    return MLP(num_classes, in_channels * image_size * image_size, width)
+
+
+def check_size(name: str, num_classes: int, in_channels: int, width: float,
+               image_size: int) -> None:
+    """Refuse a model whose parameters alone would not fit in this machine's memory (a width
+    of 1e9, say), before allocating any: it is built on the meta device, which holds no data."""
+    import psutil
+
+    try:
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in _construct(name, num_classes, in_channels,
+                                                           width, image_size).parameters())
+    except RuntimeError as error:  # sizes beyond what a tensor can index
+        raise ValueError(f"{name} at width {width:g} is too large to build ({error})") from None
+    needed, memory = 4 * parameters, psutil.virtual_memory().total
+    if needed > memory:
+        raise ValueError(f"{name} at width {width:g} has {parameters:,} parameters, "
+                         f"{needed / 2**30:,.1f} GiB in float32, more than this machine's "
+                         f"{memory / 2**30:,.1f} GiB of memory")

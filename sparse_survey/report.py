@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import dynamic, pruners
 from .experiment import RunConfig, preset_precision
+from .files import atomic_write
 from .profile import contended as profile_contended
 
 MIB, GB = 2**20, 1e9
@@ -722,16 +723,18 @@ def series_style(i: int) -> dict:
 
 
 def _save(fig, path: Path | None):
-    """Lay out ``fig``; with a path, write it as PNG and SVG and close it. Returns the figure."""
+    """Lay out ``fig``; with a path, write it as PNG and SVG (each atomically: a full disk
+    leaves no empty file) and close it. Returns the figure."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".png", ".svg"):
-            fig.savefig(path.with_suffix(suffix), dpi=120)
-        plt.close(fig)
+        try:
+            for kind in ("png", "svg"):
+                atomic_write(Path(path).with_suffix(f".{kind}"),
+                             lambda tmp, kind=kind: fig.savefig(tmp, dpi=120, format=kind))
+        finally:
+            plt.close(fig)
     return fig
 
 
@@ -856,6 +859,4 @@ def write_report(records: list[dict], out: str | Path, title: str,
                     .replace(")", "")
                 weight_histogram_figure(r, out / stem)
                 lines += [f"![weights of {r['label']}]({stem}.png)", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines)))

@@ -61,9 +61,11 @@ class Store:
         return self.root / config.preset / f"{config.key}.json"
 
     def get(self, config: RunConfig) -> dict | None:
-        """The stored record of ``config`` (None when there is none, or it is broken)."""
+        """The stored record of ``config`` (None when there is none, it is broken, or the file
+        holds another run's record: the next sweep moves that to its own key)."""
         path = self.path(config)
-        return read_record(path) if path.exists() else None
+        record = read_record(path) if path.is_file() else None
+        return record if record is not None and record["key"] == config.key else None
 
     def done(self, config: RunConfig, retry_diverged: bool = False) -> bool:
         """Whether ``config`` has a record that a sweep should keep: finished, or diverged unless
@@ -145,6 +147,24 @@ class Store:
             path.unlink(missing_ok=True)
             handle.close()
 
+    def wait(self, config: RunConfig) -> None:
+        """Wait until no other process holds ``config``'s claim (see :meth:`claim`): until
+        another sweep that is training the run has stored it, or ended."""
+        path = self.path(config).with_suffix(".lock")
+        if not path.exists():
+            return
+        with open(path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)  # blocks while a holder has it exclusively
+
+    def check_target(self, config: RunConfig) -> None:
+        """Raise a clear error now, before a run trains, if its record could not be written
+        where it belongs: a folder (or something else) in the way of ``<key>.json``."""
+        path = self.path(config)
+        if path.exists() and not path.is_file():
+            raise ValueError(f"cannot store the run {config.label} (c={config.compression:g}, "
+                             f"seed {config.seed}): {path} is not a file; move it out of the "
+                             "store")
+
     def claimed(self, config: RunConfig) -> bool:
         """Whether another process holds ``config``'s claim now (see :meth:`claim`)."""
         with self.claim(config) as mine:
@@ -189,7 +209,7 @@ def read_record(path: str | os.PathLike) -> dict | None:
         if not isinstance(record, dict):
             raise ValueError(f"it holds a JSON {type(record).__name__}, not an object")
         schema = record.get("schema", 1)
-        if isinstance(schema, int) and schema > SCHEMA:
+        if _real(schema) and schema > SCHEMA:  # 99 or 99.0: newer, not broken
             raise NewerRecordError(
                 f"{path} is a record of schema {schema}, written by a newer sparse_survey (this "
                 f"one reads schemas up to {SCHEMA}); upgrade the package to read it, or move "
@@ -211,6 +231,9 @@ def check_shape(record: dict) -> None:
     """Raise ValueError, saying what is wrong, unless ``record`` has the shape of a run record:
     what every record holds, a known status, and for a finished run its metrics (a finite test
     accuracy between 0 and 1) and the other parts of the right kind."""
+    schema = record.get("schema", 1)
+    if not (isinstance(schema, int) and not isinstance(schema, bool) and 1 <= schema <= SCHEMA):
+        raise ValueError(f"its schema is {schema!r}, not a whole number from 1 to {SCHEMA}")
     needed = RECORD_KEYS + (FINISHED_KEYS if record.get("status") == "finished" else ())
     missing = [k for k in needed if k not in record]
     if missing:
@@ -228,9 +251,43 @@ def check_shape(record: dict) -> None:
             raise ValueError(f"its {name} is {record[name]!r:.60}, not a JSON "
                              f"{'object' if kind is dict else 'list'}")
     accuracy = record["metrics"].get("test_acc")
-    if not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
-            and math.isfinite(accuracy) and 0 <= accuracy <= 1):
+    if not (_real(accuracy) and 0 <= accuracy <= 1):
         raise ValueError(f"its metrics.test_acc is {accuracy!r}, not an accuracy between 0 and 1")
+    for section, names in (("metrics", NUMERIC_METRICS), ("timings", None)):
+        for name, value in record[section].items():
+            numeric = name in names if names else name.endswith("_s")
+            if numeric and value is not None and not _real(value):
+                raise ValueError(f"its {section}.{name} is {value!r:.40}, not a number")
+    for name, density in record["layer_densities"].items():
+        if not (_real(density) and 0 <= density <= 1):
+            raise ValueError(f"its layer_densities.{name} is {density!r:.40}, not a density "
+                             "between 0 and 1")
+    histograms = record.get("weight_histograms")
+    if not isinstance(histograms, dict) or not all(
+            isinstance(h, dict) and all(isinstance(h.get(k), list) and all(map(_real, h[k]))
+                                        for k in ("counts", "edges"))
+            for h in histograms.values()):
+        raise ValueError(f"its weight_histograms are {histograms!r:.60}, not one histogram "
+                         "(counts and edges) per layer")
+    if not all(isinstance(epoch, dict) for epoch in record["history"]):
+        raise ValueError("its history is not a list of epochs (JSON objects)")
+
+
+# The metrics that tables, figures and estimates compute with: each a number (or null) in a
+# finished record.
+NUMERIC_METRICS = frozenset({
+    "test_acc", "best_test_acc", "density", "remaining_fraction", "flops_fraction",
+    "flops_dense", "flops_remaining", "macs_dense", "params_total", "params_nonzero",
+    "prunable_total", "prunable_kept", "storage_dense_bytes", "storage_csr_bytes",
+    "storage_bitmask_bytes", "time_s", "time_s_min", "time_s_max", "images_per_s", "latency_ms",
+    "cpu_rss_peak_bytes", "cpu_uss_peak_bytes", "cpu_rss_increase_bytes",
+    "cpu_uss_increase_bytes", "gpu_peak_allocated_bytes", "gpu_peak_reserved_bytes"})
+
+
+def _real(value) -> bool:
+    """A finite JSON number (not a boolean, a string or NaN)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
 
 
 def current_records(records: list[dict], preset: str) -> list[dict]:

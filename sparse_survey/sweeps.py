@@ -26,7 +26,9 @@ import torch
 from tqdm import tqdm
 
 from . import dynamic, pruners
+from .data import default_cache_dir
 from .experiment import PRESETS, RunConfig, config_dict, dataset, run, trainings_left
+from .files import check_room
 from .profile import device_name
 from .store import Store, write_json
 
@@ -70,7 +72,7 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
                              "inline mapping ({...})")
         where = "inline grid" if inline else f"grid file {path}"
         try:  # YAML is a superset of JSON
-            grid = yaml.safe_load(spec if inline else path.read_text())
+            grid = load_yaml(spec if inline else path.read_text())
         except yaml.YAMLError as error:
             raise ValueError(f"{where} is not valid YAML or JSON: "
                              f"{' '.join(str(error).split())}") from error
@@ -98,6 +100,24 @@ def load_grid(spec: str | os.PathLike | dict) -> dict:
         if not isinstance(values, list) or not all(valid(v) for v in values):
             raise ValueError(f"grid key {key!r} must be a list of {kind}; got {values!r}")
     return grid
+
+
+def load_yaml(text: str):
+    """YAML (JSON included) with numbers read as YAML 1.2 and JSON read them: PyYAML follows
+    YAML 1.1, where ``5e-2`` or ``1e3`` (no decimal point) is a string, so a JSON grid's
+    ``[5e-2, 1]`` would come back as ``['5e-2', 1]``."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)
 
 
 def _number(value) -> bool:
@@ -204,6 +224,10 @@ def sweep(configs: list[RunConfig], store: Store, backend: str = "local",
             f"{twins[0].precision} adds "
             f"{twins[0].precision} runs beside it")
     pending = [c for c in configs if not store.done(c, retry_diverged)]
+    for config in pending:  # a folder in a record's place is found now, not after training
+        store.check_target(config)
+    if backend == "local" and any(c.method == "imp" for c in pending):
+        check_room(Path(cache_dir or default_cache_dir()) / "imp", 0, "the IMP cache")
     if backend == "local":  # load the data now: a missing or damaged data set stops here
         for name, limit in sorted({(c.dataset, c.limit_per_class) for c in pending}, key=str):
             dataset(name, data_root, limit, progress=progress)

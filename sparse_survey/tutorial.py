@@ -40,7 +40,7 @@ from .report import (
     table,
 )
 from .store import Store, write_json
-from .sweeps import sweep
+from .sweeps import load_yaml, sweep
 from .train import device_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout, when run from one
@@ -50,6 +50,8 @@ def results_dir(results: str | os.PathLike) -> Path:
     """The results store folder: a relative ``results`` is taken from the repository root (so a
     notebook run from ``notebooks/``, as Jupyter does, finds the repository's records), or from
     the working directory where the package is not run from a checkout."""
+    if not isinstance(results, (str, os.PathLike)) or not str(results).strip():
+        raise ValueError(f"the results folder must be a folder name, got {results!r}")
     path = Path(results).expanduser()
     if path.is_absolute():
         return path
@@ -118,12 +120,13 @@ def parameters(preset: str = "auto", compressions=(1,), seeds=1,
     refuse_unknown_parameters()
     try:
         if device is not None:
-            try:
-                torch.device(device)
-            except RuntimeError:
-                raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, "
-                                 "cuda)") from None
+            usable_device(device)
         chosen = resolve_preset(preset)
+        if isinstance(figure_compression, bool) or not (
+                isinstance(figure_compression, (int, float)) and 0 <= figure_compression
+                < math.inf):
+            raise ValueError(f"figure_compression must be a number >= 0, got "
+                             f"{figure_compression!r}")
         checked = Parameters(chosen, numbers(compressions, "compressions"), seed_list(seeds),
                              results_dir(results), method, fields, figure_compression, device,
                              preset_precision(chosen, device, precision))
@@ -142,14 +145,18 @@ def parameters(preset: str = "auto", compressions=(1,), seeds=1,
 
 
 def refuse_unknown_parameters() -> None:
-    """Refuse a parameter that papermill injected but the notebook does not have.
+    """Refuse a parameter that papermill injected but the notebook does not have, or one whose
+    value is not of the kind the notebook's parameters cell declares.
 
     Papermill puts ``-p NAME VALUE`` into a cell of assignments (headed ``# Parameters``) after
     the notebook's parameters cell, and only *warns* about a name that cell does not define: the
     notebook would run on its defaults, silently. Called in the cell after the parameters, this
     compares the names of the injected cell with those of the parameters cell (both are in
     IPython's input history) and raises :class:`ParameterError` naming the stranger and the
-    parameters that exist. Outside IPython, or when nothing was injected, it does nothing."""
+    parameters that exist. Then each injected value must be of its declared kind
+    (:func:`of_kind`): ``-p width abc`` or ``-p results None`` is refused here, and the text of a
+    list (``-p iters '[2, 3]'``) is read as YAML into the list it says. Outside IPython, or when
+    nothing was injected, it does nothing."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -169,6 +176,9 @@ def refuse_unknown_parameters() -> None:
                  for name in unknown]
         raise ParameterError(f"this notebook has no parameter {', '.join(hints)}; its "
                              f"parameters are {', '.join(known)}")
+    for name, kind in declared_kinds(cells[injected[-1] - 1]).items():
+        if name in given:
+            shell.user_ns[name] = of_kind(shell.user_ns[name], kind, name)
 
 
 def assigned_names(source: str) -> list[str]:
@@ -181,6 +191,81 @@ def assigned_names(source: str) -> list[str]:
             [node.target] if isinstance(node, ast.AnnAssign) else []
         names += [t.id for t in targets if isinstance(t, ast.Name)]
     return names
+
+
+def declared_kinds(source: str) -> dict[str, str]:
+    """The kind each annotated assignment of a cell declares (``x: int = 1`` -> ``"int"``)."""
+    import ast
+
+    return {node.target.id: ast.unparse(node.annotation) for node in ast.parse(source).body
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+
+
+KINDS = {"int": "a whole number", "float": "a number", "str": "text", "bool": "true or false",
+         "list": "a list"}
+
+
+def of_kind(value, kind: str, name: str):
+    """``value`` if it is of ``kind`` (``int``, ``float``, ``str``, ``bool`` or ``list``; a
+    whole number is a float too, a boolean is neither), the list that the text of a list says
+    for a ``list``; else a :class:`ParameterError` that says how to pass it."""
+    import yaml
+
+    if kind == "list" and isinstance(value, str):
+        try:
+            value = load_yaml(value)
+        except yaml.YAMLError:
+            pass
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    fits = {"int": whole, "float": whole or (isinstance(value, float) and math.isfinite(value)),
+            "str": isinstance(value, str), "bool": isinstance(value, bool),
+            "list": isinstance(value, list)}.get(kind, True)
+    if not fits:
+        how = (f" (-y \"{name}: [2, 3]\" passes a list; -p {name} '[2, 3]' passes its text, "
+               "read as YAML)" if kind == "list" else "")
+        raise ParameterError(f"bad notebook parameter: {name} must be {KINDS[kind]}, got "
+                             f"{value!r}{how}")
+    return value
+
+
+def usable_device(device, name: str = "device") -> str:
+    """A notebook parameter that names a torch device this machine has (a ValueError
+    otherwise: :func:`parameters` words it as a bad notebook parameter)."""
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} {device!r} is not a torch device (e.g. cpu, cuda)") from None
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if chosen.type == "cuda" and (chosen.index or 0) >= gpus:
+        raise ValueError(f"{name} {device!r}: this machine has {gpus} CUDA GPU(s) that torch "
+                         "can use")
+    return device
+
+
+def choice(value, name: str, choices) -> str:
+    """A notebook parameter that names one of ``choices``."""
+    if value not in choices:
+        raise ParameterError(f"bad notebook parameter: {name} must be one of "
+                             f"{', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def positive(value, name: str) -> float:
+    """A notebook parameter that is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ParameterError(f"bad notebook parameter: {name} must be a number > 0, got "
+                             f"{value!r}")
+    return value
+
+
+def counts(value, name: str) -> list[int]:
+    """A notebook parameter that lists counts (batch sizes, IMP round counts): a non-empty list
+    of whole numbers >= 1, or one such number."""
+    listed = value if isinstance(value, list) else [value]
+    if not listed:
+        raise ParameterError(f"bad notebook parameter: {name} must list at least one whole "
+                             "number >= 1, got []")
+    return [count(v, name) for v in listed]
 
 
 def count(value, name: str) -> int:
@@ -199,7 +284,7 @@ def numbers(value, name: str = "value") -> list[float]:
         import yaml
 
         try:
-            value = yaml.safe_load(value)
+            value = load_yaml(value)
         except yaml.YAMLError:
             pass
     value = [value] if isinstance(value, (int, float)) else value
@@ -333,10 +418,26 @@ def runs(configs: list[RunConfig], results: str | os.PathLike = "results",
          progress: bool = True, cache_dir=None) -> list[dict]:
     """The records of ``configs``, running only what the store ``results`` does not hold yet
     (failed runs are retried), with one progress bar over the runs (a bar per epoch would fill
-    an executed notebook). A clear error when none of them finished, naming the first error."""
+    an executed notebook). A run that another process is training on the same store (a sweep
+    beside the notebook) is waited for, then read. A clear error when none of them finished,
+    naming the first error."""
     store = Store(results_dir(results))
-    sweep(configs, store, cache_dir=cache_dir, progress=progress, run_progress=False)
+    while True:  # runs that another process (a sweep on this store) is training: wait for them
+        sweep(configs, store, cache_dir=cache_dir, progress=progress, run_progress=False)
+        elsewhere = [c for c in configs if store.get(c) is None and store.claimed(c)]
+        if not elsewhere:
+            break
+        print(f"waiting for {len(elsewhere)} run(s) that another process is training on "
+              f"{store.root} (first: {elsewhere[0].label}, c={elsewhere[0].compression:g}, seed "
+              f"{elsewhere[0].seed})", flush=True)
+        for config in elsewhere:
+            store.wait(config)
     records = [store.get(c) for c in configs]
+    lost = [c for c, r in zip(configs, records) if r is None]
+    if lost:
+        raise RuntimeError(f"{len(lost)} run(s) have no readable record in {store.root} after "
+                           f"running (first: {lost[0].label}, c={lost[0].compression:g}, seed "
+                           f"{lost[0].seed}); see the warnings above")
     if not any(r["status"] == "finished" for r in records):
         raise RuntimeError(f"none of the {len(records)} runs finished; the first "
                            f"{records[0]['status']} with: {first_line(records[0]['error'])}")
@@ -379,10 +480,21 @@ def stored_benchmark(name: str, compute, preset: str,
                      results: str | os.PathLike = "results") -> dict:
     """The stored result of a benchmark (``results/<preset>/bench/<name>.json``), or, when there is
     none, ``compute()`` (a JSON-ready dict) stored there with the machine it ran on. Delete the
-    file to measure again."""
+    file to measure again; a damaged one (not JSON, or without its result) is named in a warning
+    and measured again."""
     path = results_dir(results) / preset / "bench" / f"{name}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text())
+            if isinstance(stored, dict) and isinstance(stored.get("result"), dict):
+                return stored
+            problem = "it holds no result"
+        except (OSError, ValueError) as error:  # JSONDecodeError is a ValueError
+            problem = str(error)
+        import warnings
+
+        warnings.warn(f"the stored benchmark {path} is damaged ({problem}); measuring it again",
+                      stacklevel=2)
     device = device_of()
     stored = {"name": name, "preset": preset, "result": compute(),
               "environment": {"device_name": device_name(device), "torch": torch.__version__,

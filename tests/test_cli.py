@@ -115,7 +115,7 @@ def test_cli_sweep_then_report(tmp_path):
     common = ("--preset", "smoke", "--results", str(tmp_path / "results"))
     first = run("sweep", *common, "--grid", str(grid), "--cache-dir", str(tmp_path / "cache"))
     assert first.returncode == 0, first.stderr
-    assert "2 still to do" in first.stdout and "done: 2 run now in" in first.stdout
+    assert "2 still to do" in first.stdout and "done: 2 run(s) in this call" in first.stdout
     assert "s, 0 of them diverged or failed" in first.stdout
     again = run("sweep", *common, "--grid", str(grid))
     assert "0 still to do" in again.stdout
@@ -142,7 +142,7 @@ def test_cli_sweep_in_time_boxed_slices(tmp_path):
               str(tmp_path / "results"), "--no-progress")
     first = run(*common, "--time-budget", "0.01")
     assert first.returncode == 0, first.stderr
-    assert "done: 1 run now" in first.stdout  # nothing to estimate from: one run starts
+    assert "done: 1 run(s) in this call" in first.stdout  # nothing to estimate from: one run starts
     assert "left for the next call: 2 runs, about" in first.stdout
     rest = run(*common, "--data-root", str(tmp_path / "unused, digits need none"))
     assert rest.returncode == 0, rest.stderr

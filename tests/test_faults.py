@@ -68,19 +68,27 @@ def test_a_failed_run_is_retried_and_a_diverged_one_only_on_request(tmp_path, mo
 
 
 def test_cli_sweep_exits_1_on_a_failed_run_names_its_error_and_retries_it(tmp_path):
-    grid = tmp_path / "grid.yaml"
-    grid.write_text("methods: []\ncompressions: [1]\nimp_iterations: [2]\n")
+    grid = tmp_path / "grid.yaml"  # a rewind step past the training: found by IMP, in the run
+    grid.write_text("methods: []\ncompressions: [1]\nimp_iterations: [2]\nrewind: 100000\n")
+    common = ("sweep", "--preset", "smoke", "--grid", str(grid), "--results",
+              str(tmp_path / "results"), "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    first = cli(*common)
+    assert first.returncode == 1, first.stderr
+    assert "failed: ValueError: rewind step 100000 is beyond the" in first.stdout
+    assert "1 run(s) failed" in first.stderr
+    second = cli(*common)  # a failed run is not done: the next call runs it again
+    assert second.returncode == 1, second.stderr
+    assert "1 still to do" in second.stdout and "1 of them diverged or failed" in second.stdout
+
+
+def test_an_unusable_imp_cache_stops_the_sweep_before_any_run(tmp_path):
     blocked = tmp_path / "a file"
     blocked.write_text("not a folder")
-    common = ("sweep", "--preset", "smoke", "--grid", str(grid), "--results",
-              str(tmp_path / "results"), "--no-progress")
-    first = cli(*common, env={"SPARSE_SURVEY_CACHE": str(blocked / "cache")})  # IMP cannot save
-    assert first.returncode == 1, first.stderr
-    assert "failed: NotADirectoryError: [Errno 20] Not a directory" in first.stdout
-    assert "1 run(s) failed" in first.stderr
-    second = cli(*common, "--cache-dir", str(tmp_path / "cache"))
-    assert second.returncode == 0, second.stderr
-    assert "1 still to do" in second.stdout and "0 of them diverged or failed" in second.stdout
+    out = cli("sweep", "--preset", "smoke", "--grid", "{methods: [mag], compressions: [1], "
+              "imp_iterations: [2]}", "--results", str(tmp_path / "results"), "--no-progress",
+              env={"SPARSE_SURVEY_CACHE": str(blocked / "cache")})
+    assert out.returncode == 2 and "cannot write the IMP cache into" in out.stderr
+    assert not list((tmp_path / "results").rglob("*.json"))  # not even the one-shot run
 
 
 # ----------------------------------------------------------- 2. one run, one key, one seed
