@@ -1,18 +1,35 @@
-"""Dynamic sparse training: SET and RigL, a sparse network whose connections move as it trains.
+"""Dynamic sparse training: SET and RigL, a sparse network whose connections move as it trains,
+and the static sparse network they are measured against.
 
 Pruning at initialization fixes a mask before one training; IMP finds one over several. Dynamic
 sparse training starts sparse and keeps the density fixed, but every ``update_every`` steps it
 drops the smallest-magnitude fraction of each layer's live weights and grows as many new ones:
 at random (SET, Mocanu et al. 2018) or where the dense gradient is largest (RigL, Evci et al.
 2020). The fraction moved is annealed by a cosine from ``fraction`` to zero at ``end`` of the
-training (RigL's schedule); after that the mask stays fixed. Grown weights start at zero, and the
-SGD momentum of every weight that was dropped or grown is cleared, so a new connection starts
-with no history. Every layer keeps exactly its number of weights after every update.
+training (RigL's schedule); after that the mask stays fixed. ``static`` keeps its starting mask
+for the whole training: what SET and RigL gain over it is what moving connections buys, at the
+same per-layer densities.
+
+The update follows Google's RigL code (``rigl/sparse_optimizers_base.py``, ``_get_update_op``):
+the count dropped is the live count times the fraction, truncated; a dropped position may be grown
+again, and then keeps its weight and momentum; only a connection that was inactive before the
+update starts at zero, with its momentum cleared. So a dense layer is never changed by an update,
+and every layer keeps exactly its number of weights. Ties go to the lower index where RigL's code
+adds a little noise to the magnitudes.
 
 The initial mask is random with exact per-layer counts (:func:`kept_counts`), per-layer densities
 either uniform or Erdős–Rényi-kernel (:func:`erk_densities`, RigL's default: larger layers
-sparser). :class:`DynamicSparsity` is the step hook that :func:`sparse_survey.train.fit` calls
-after every optimizer step; it needs no second training loop.
+sparser), the first prunable layer dense (RigL's convention for CIFAR-10; its code counts that
+layer outside the budget, this package inside it, so a network keeps exactly ``round(d * N)``
+weights as every method here does). :class:`DynamicSparsity` is the step hook that
+:func:`sparse_survey.train.fit` calls after every optimizer step; it needs no second training
+loop.
+
+:data:`REVISION` numbers the algorithm; it is part of a SET or RigL run's key, so that records of
+an earlier revision are never read as this one. Revision 1 zeroed and cleared the momentum of
+every dropped or grown weight (a dropped weight grown again restarted from zero, and a dense layer
+lost its smallest weights at every update), rounded the count moved, and made the first layer
+sparse like the others.
 """
 
 from __future__ import annotations
@@ -30,29 +47,38 @@ DISTRIBUTIONS = ("uniform", "erk")
 
 @dataclass(frozen=True)
 class Method:
-    """A dynamic sparse training method: its label and how it grows connections."""
+    """A sparse-from-scratch method: its label and how it grows connections (None: it keeps
+    its starting mask)."""
 
     label: str
-    growth: str  # "random" or "gradient"
+    growth: str | None  # "random", "gradient", or None
 
 
-METHODS = {"set": Method("SET", "random"), "rigl": Method("RigL", "gradient")}
+METHODS = {"set": Method("SET", "random"), "rigl": Method("RigL", "gradient"),
+           "static": Method("Static", None)}
 DISTRIBUTION = "erk"  # the initial per-layer densities of a stored run (RigL's default)
+REVISION = 2  # of the algorithm (see the module docstring); part of a moving method's key
 
 
-def erk_densities(shapes: dict[str, tuple[int, ...]], density: float) -> dict[str, float]:
+def erk_densities(shapes: dict[str, tuple[int, ...]], density: float,
+                  dense: tuple[str, ...] = ()) -> dict[str, float]:
     """Erdős–Rényi-kernel densities of layers of the given weight shapes, overall ``density``:
     each layer's density is ``eps * sum(shape) / prod(shape)`` with one ``eps`` for all, chosen
-    so that the kept weights add up to ``density`` of all. A layer that would exceed 1 is kept
-    whole and ``eps`` is solved again over the rest (RigL's procedure), so no density exceeds 1.
+    so that the kept weights add up to ``density`` of all. The layers named in ``dense`` are
+    kept whole within that budget, and so is a layer that would exceed 1, ``eps`` then solved
+    again over the rest (RigL's procedure), so no density exceeds 1.
     """
     if not 0 < density <= 1:
         raise ValueError(f"density must be in (0, 1], got {density!r}")
     sizes = {n: math.prod(s) for n, s in shapes.items()}
+    if sum(sizes[n] for n in dense) > density * sum(sizes.values()):
+        raise ValueError(f"density {density:.3g} cannot keep {', '.join(dense)} whole")
     raw = {n: sum(s) / sizes[n] for n, s in shapes.items()}
-    dense: set[str] = set()
+    dense = set(dense)
     while True:
         sparse = [n for n in shapes if n not in dense]
+        if not sparse:
+            return dict.fromkeys(shapes, 1.0)
         budget = density * sum(sizes.values()) - sum(sizes[n] for n in dense)
         eps = budget / sum(raw[n] * sizes[n] for n in sparse)
         widest = max(raw[n] for n in sparse)
@@ -79,16 +105,27 @@ def kept_counts(densities: dict[str, float], sizes: dict[str, int],
 
 
 def initial_masks(model: nn.Module, density: float, distribution: str = "erk",
-                  seed: int = 0) -> dict[str, torch.Tensor]:
+                  seed: int = 0, first_dense: bool = True) -> dict[str, torch.Tensor]:
     """Random masks over the model's prunable weights at overall ``density``, each layer
-    keeping exactly its count (:func:`kept_counts`) at random positions drawn from ``seed``."""
+    keeping exactly its count (:func:`kept_counts`) at random positions drawn from ``seed``;
+    with ``first_dense`` (RigL's convention) the first prunable layer keeps all its weights
+    within the budget, where the budget allows."""
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; known: "
                          f"{', '.join(DISTRIBUTIONS)}")
     weights = masks.prunable(model)
     shapes = {n: tuple(w.shape) for n, w in weights.items()}
-    densities = (erk_densities(shapes, density) if distribution == "erk"
-                 else dict.fromkeys(weights, density))
+    first = next(iter(weights))
+    dense = (first,) if first_dense and weights[first].numel() <= density * sum(
+        w.numel() for w in weights.values()) else ()
+    if distribution == "erk":
+        densities = erk_densities(shapes, density, dense)
+    else:
+        rest = [n for n in weights if n not in dense]
+        budget = density * sum(w.numel() for w in weights.values()) - sum(
+            weights[n].numel() for n in dense)
+        densities = {**dict.fromkeys(weights, 1.0), **dict.fromkeys(
+            rest, budget / sum(weights[n].numel() for n in rest))}
     counts = kept_counts(densities, {n: w.numel() for n, w in weights.items()}, density)
     generator = torch.Generator().manual_seed(seed)
     chosen = {}
@@ -111,25 +148,27 @@ def update_fraction(step: int, total_steps: int, fraction: float, end: float) ->
 @torch.no_grad()
 def move_connections(model: nn.Module, optimizer: torch.optim.Optimizer | None, fraction: float,
                      growth: str, generator: torch.Generator | None = None) -> int:
-    """Drop ``round(fraction * alive)`` of each layer's live weights, those of smallest
-    magnitude, and grow as many among the positions not alive after the drop (the dropped ones
-    included): at random (``growth="random"``, SET) or where the gradient in ``.grad`` is
-    largest in magnitude (``"gradient"``, RigL; the dense gradient, since a pruned weight is a
-    zero that still receives one). Grown weights are set to zero; the momentum of every dropped
-    or grown weight is cleared. Ties go to the lower flat index. Returns the weights moved."""
+    """Drop ``int(fraction * alive)`` of each layer's live weights (the count truncated, as
+    RigL's code does), those of smallest magnitude, and grow as many among the positions not
+    kept, the ones just dropped included: at random (``growth="random"``, SET) or where the
+    gradient in ``.grad`` is largest in magnitude (``"gradient"``, RigL; the dense gradient,
+    since a pruned weight is a zero that still receives one). A grown position that was inactive
+    before the update starts at zero with its momentum cleared; a dropped weight grown again
+    keeps its value and momentum (RigL's code); so a dense layer is unchanged. Ties go to the
+    lower flat index. Returns the connections that moved: grown where none was (as many as
+    were dropped and not grown again)."""
     if growth not in ("random", "gradient"):
         raise ValueError(f"unknown growth {growth!r}; known: random, gradient")
     current, moved = masks.get(model), 0
     new = {}
     for name, weight in masks.prunable(model).items():
         alive = current[name].flatten()
-        k = round(fraction * int(alive.sum()))
+        k = int(fraction * int(alive.sum()))
         if k == 0:
             new[name] = current[name]
             continue
         magnitude = torch.where(alive, weight.detach().abs().flatten(), torch.inf)
-        dropped = _lowest(magnitude, k)
-        kept = alive & ~dropped
+        kept = alive & ~_lowest(magnitude, k)
         if growth == "gradient":
             if weight.grad is None:
                 raise RuntimeError(f"RigL grows by the gradient, but {name} has none: update "
@@ -139,13 +178,13 @@ def move_connections(model: nn.Module, optimizer: torch.optim.Optimizer | None, 
             score = torch.rand(alive.numel(), generator=generator).to(alive.device)
         grown = _lowest(torch.where(kept, torch.inf, -score), k)
         new[name] = (kept | grown).view_as(current[name])
-        touched = (dropped | grown).view_as(weight)
-        weight[touched] = 0
+        activated = (grown & ~alive).view_as(weight)  # new connections: no value, no history
+        weight[activated] = 0
         if optimizer is not None:
             buffer = optimizer.state.get(weight, {}).get("momentum_buffer")
             if buffer is not None:
-                buffer[touched] = 0
-        moved += k
+                buffer[activated] = 0
+        moved += int(activated.sum())
     masks.attach(model, new)
     return moved
 
@@ -164,7 +203,8 @@ UPDATES = 20  # the fewest connectivity updates of a training whose interval is 
 class DynamicSparsity:
     """The step hook of SET or RigL for :func:`sparse_survey.train.fit`: every ``update_every``
     steps, before ``end`` of ``total_steps``, move :func:`update_fraction` of each layer's
-    connections (:func:`move_connections`). Keeps the count of updates and of weights moved.
+    connections (:func:`move_connections`). Keeps the count of updates and of connections
+    moved.
 
     RigL's CIFAR-10 runs update every 100 steps over about 100,000; this book's trainings are 50
     to 200 times shorter and would update only a few times at that interval, so by default
@@ -182,8 +222,10 @@ class DynamicSparsity:
     generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.method not in METHODS or METHODS[self.method].growth is None:
+            moving = ", ".join(n for n, m in METHODS.items() if m.growth)
+            raise ValueError(f"{self.method!r} moves no connections; the methods that do: "
+                             f"{moving}")
         if self.update_every is None:
             self.update_every = max(1, int(self.end * self.total_steps / UPDATES))
         if self.update_every < 1 or not 0 <= self.fraction <= 1 or not 0 <= self.end <= 1:

@@ -39,12 +39,16 @@ SCHEMA = 4  # 2: one field, ``iterations``, for IMP's and a one-shot method's ro
 METHODS = (*pruners.METHODS, *dynamic.METHODS, "imp", "dense")
 # The sanity checks a run can be turned into, by name: IMP takes the Lottery Ticket controls of
 # lottery.CONTROLS, a one-shot method these (see one_shot_control); they name the run's label.
-CONTROLS = {**lottery.CONTROLS, "invert": "inverted scores"}
+CONTROLS = {**lottery.CONTROLS, "invert": "inverted scores",
+            "invert_layer": "inverted scores per layer"}
 EXECUTION = ("device", "compile")  # RunConfig fields that say how a run runs, not what it is
 # RunConfig fields added after schema 4, each with the value that every record stored before it
 # means: a config stores one, and so keys it, only where it differs, so those records keep their
 # keys and files with no migration.
-LATER_FIELDS = {"rounding": "nearest"}
+LATER_FIELDS = {"rounding": "nearest", "revision": 1}
+# The revision of each method's algorithm that this package runs (see RunConfig.revision); a
+# method not named here is at revision 1.
+REVISIONS = {"set": dynamic.REVISION, "rigl": dynamic.REVISION}
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,10 @@ class RunConfig:
     ticket (``"reinit"`` or ``"shuffle"``, see :mod:`sparse_survey.lottery`); for a one-shot
     method, those two or ``"invert"`` (see :func:`one_shot_control`). ``rounding``: how a one-shot
     method makes each round's kept count whole (:data:`sparse_survey.pruners.ROUNDINGS`: to the
-    nearest, or up as Synaptic-Flow's code does). ``eval_every``: test-set
+    nearest, or up as Synaptic-Flow's code does). ``revision`` (default: the one this package
+    runs, :data:`REVISIONS`) numbers the method's algorithm, so that a run of an earlier revision,
+    read from a stored record, is never taken for this one; only the current revision runs.
+    ``eval_every``: test-set
     evaluations during training (every that many epochs, and after the last). ``device`` says
     where to run and ``compile`` whether to train through ``torch.compile`` (None: on CUDA only,
     where it pays); neither is part of the run's identity. ``precision`` (default: the
@@ -171,6 +178,7 @@ class RunConfig:
     rewind: str | int = "init"
     control: str | None = None
     rounding: str = "nearest"
+    revision: int | None = None
     precision: str = FROM_PRESET
     device: str | None = None
     compile: bool | None = None
@@ -196,6 +204,13 @@ class RunConfig:
                 and self.iterations == pruners.METHODS[self.method].iterations):
             object.__setattr__(self, "iterations", None)  # the default, however it was given
         self._drop_unused()
+        current = REVISIONS.get(self.method, 1)
+        if self.revision is None:
+            object.__setattr__(self, "revision", current)
+        if not (isinstance(self.revision, int) and not isinstance(self.revision, bool)
+                and 1 <= self.revision <= current):
+            raise ValueError(f"revision {self.revision!r}: {self.method} is at revision "
+                             f"{current} (earlier ones are only read from stored records)")
         pruners.density_of(self.compression)  # raises for a negative or NaN compression
         if self.iterations is not None and not (
                 isinstance(self.iterations, int) and not isinstance(self.iterations, bool)
@@ -332,6 +347,8 @@ class RunConfig:
         if self.method == "imp" and self.rewind != "init":
             parts.append("no rewind, fine-tuned" if self.rewind == "none"
                          else f"rewind to step {self.rewind}")
+        if self.revision != REVISIONS.get(self.method, 1):
+            parts.append(f"revision {self.revision}")
         pinned = PRESETS[self.preset].precision if self.preset in PRESETS else "auto"
         if pinned != "auto" and self.precision != pinned:  # "auto" ones vary by machine
             parts.append(self.precision)
@@ -413,7 +430,8 @@ def upgrade(config: dict, device: str | None = None) -> dict:
     record says it ran. Before schema 2, IMP's rounds were ``iters`` and a one-shot method's
     scoring rounds ``rounds``; both are ``iterations`` now. Before schema 3 the precision was
     not stored: runs trained in bf16 on CUDA and in float32 elsewhere. Before schema 4 the recipe
-    had no label smoothing (0). Fields added since take their defaults when the config is made."""
+    had no label smoothing (0). A record without a ``revision`` ran its method's first (see
+    :data:`LATER_FIELDS`). Fields added since take their defaults when the config is made."""
     config = dict(config)
     if "iters" in config:
         iters, rounds = config.pop("iters"), config.pop("rounds", None)
@@ -423,6 +441,7 @@ def upgrade(config: dict, device: str | None = None) -> dict:
         config["precision"] = "bf16" if str(ran_on).startswith("cuda") else "fp32"
     if isinstance(config.get("recipe"), dict) and "label_smoothing" not in config["recipe"]:
         config["recipe"] = {**config["recipe"], "label_smoothing": 0.0}
+    config.setdefault("revision", LATER_FIELDS["revision"])  # stored before revisions were
     return config
 
 
@@ -496,8 +515,9 @@ def one_shot_control(model: torch.nn.Module, control: str | None, initial: dict,
     after pruning and before training: ``"shuffle"`` moves each layer's kept positions at random
     (the same count per layer) over the ``initial`` weights, ``"reinit"`` draws fresh weights
     under the same masks; either seeded with ``seed + 10_000``, apart from the run's own seed.
-    ``"invert"`` acted at selection (:func:`pruners.prune` keeps the lowest scores) and None is
-    no control: the model is left as it is."""
+    ``"invert"`` acted at selection (:func:`pruners.prune` keeps the lowest scores),
+    ``"invert_layer"`` after it (:func:`prune_at_init`), and None is no control: the model is
+    left as it is."""
     if control == "shuffle":
         return lottery.shuffle_masks(model, initial, seed + 10_000)
     if control == "reinit":
@@ -531,14 +551,25 @@ def prune_at_init(model: torch.nn.Module, config: RunConfig, train: ImageSet) ->
     batches = scoring_batches(train, config.prune_batches, config.prune_batch_size, config.seed,
                               config.torch_device)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    pruners.prune(model, config.method, config.compression, batches, scope=config.scope,
-                  iterations=config.iterations, seed=config.seed, input_shape=train.shape,
-                  bn_mode=config.bn_mode, invert=config.control == "invert",
-                  rounding=config.rounding)
+    chosen = pruners.prune(model, config.method, config.compression, batches,
+                           scope=config.scope, iterations=config.iterations, seed=config.seed,
+                           input_shape=train.shape, bn_mode=config.bn_mode,
+                           invert=config.control == "invert", rounding=config.rounding)
+    if config.control == "invert_layer":  # the method's own count per layer, lowest scores
+        masks.remove(model)
+        model.load_state_dict(initial)
+        scores = pruners.score(model, config.method, batches, config.seed + 1, train.shape,
+                               config.bn_mode)  # round 1's scores, of the unpruned network
+        masks.attach(model, pruners.invert_within_layers(
+            scores, {n: int(m.sum()) for n, m in chosen.items()}))
     return one_shot_control(model, config.control, initial, config.seed)
 
 
 def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict) -> dict:
+    if config.revision != REVISIONS.get(config.method, 1):
+        raise ValueError(f"{config.label} is of an earlier revision of {config.method}'s "
+                         "algorithm, which this package no longer runs; its stored records are "
+                         "read as they are")
     device = config.torch_device
     compile = device.type == "cuda" if config.compile is None else config.compile
     train, test = dataset(config.dataset, data_root, config.limit_per_class, progress)
@@ -569,7 +600,8 @@ def _run(config: RunConfig, cache_dir, progress: bool, data_root, timings: dict)
                                               dynamic.DISTRIBUTION, config.seed)
                 masks.attach(model, start)
                 steps = config.recipe.epochs * (len(train) // config.recipe.batch_size)
-                moving = dynamic.DynamicSparsity(config.method, steps, seed=config.seed)
+                if dynamic.METHODS[config.method].growth is not None:  # static stays put
+                    moving = dynamic.DynamicSparsity(config.method, steps, seed=config.seed)
             elif config.method != "dense":
                 prune_at_init(model, config, train)
         with timed(timings, "train"):

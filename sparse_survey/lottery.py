@@ -14,7 +14,8 @@ The dense training depends only on the initial weights, the data, the recipe, th
 rewind point, so it is cached on disk under that key and shared by every compression and round
 count of a sweep. Round ``r`` depends, beyond that, only on the compressions the rounds so far
 pruned to, so each round's result is cached under those: an interrupted run resumes from its last
-finished round and ends bitwise where an uninterrupted one would (on the CPU), and configurations
+finished round and ends bitwise where an uninterrupted one would (on the CPU, when both ran at the
+same thread counts: see :mod:`sparse_survey.threads`), and configurations
 whose first rounds prune to the same compressions share those rounds exactly (IMP (2 Iters) at
 ``c = 1`` is the first two rounds of IMP (4 Iters) at ``c = 2``).
 

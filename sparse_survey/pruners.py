@@ -254,6 +254,15 @@ def _keep_top(scores: torch.Tensor, alive: torch.Tensor, k: int, invert: bool) -
     return keep.view_as(scores)
 
 
+def invert_within_layers(scores: Scores, counts: dict[str, int]) -> dict[str, torch.Tensor]:
+    """The per-layer inversion control: masks keeping the ``counts[name]`` lowest-scored weights
+    of each layer (ties to the lower index). With a method's own per-layer counts, this asks
+    whether the method ranks weights well within a layer; the global inversion
+    (``prune(..., invert=True)``) also moves weights between layers and can empty a layer."""
+    return {n: _keep_top(s, torch.ones_like(s, dtype=torch.bool), counts[n], invert=True)
+            for n, s in scores.items()}
+
+
 def layerwise_shuffle(masks: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
     """The shuffle control: each layer keeps as many weights, at new random positions."""
     g = torch.Generator().manual_seed(seed)

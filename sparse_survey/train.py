@@ -199,7 +199,8 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     The progress bar, named ``desc``, shows the epoch, the running loss and images/s. On a CPU
     the process's allocator is pinned first (:func:`~sparse_survey.allocator.pin_allocator`):
     the same training, without millions of page faults; and the thread count makes way for other
-    processes (:mod:`sparse_survey.threads`): each epoch's record counts its steps at each count.
+    processes (:mod:`sparse_survey.threads`; not when compiled): each epoch's record counts its
+    steps at each count.
     Returns the per-epoch :class:`History`.
     """
     device = device_of(device)
@@ -225,7 +226,9 @@ def fit(model: nn.Module, train: ImageSet, recipe: Recipe, test: ImageSet | None
     history = History()
     bar = tqdm(total=recipe.epochs * steps, desc=desc, unit="batch", disable=not progress,
                leave=False)
-    with threads.sharing_cpus(device):  # fewer threads while other processes take CPUs
+    # fewer threads while other processes take CPUs; a compiled training keeps its count, since
+    # torch.compile's CPU kernels are specialised to it and a new count would compile them again
+    with threads.sharing_cpus(device) if not compile else contextlib.nullcontext():
         for epoch in range(recipe.epochs):
             model.train()
             start = time.perf_counter()

@@ -291,6 +291,21 @@ def test_invert_keeps_the_lowest_scores():
     assert kept_max <= pruned_min and kept(inverted) == round(0.1 * total(model))
 
 
+def test_the_per_layer_inversion_keeps_each_layers_count_of_its_lowest_scores():
+    scores = {"a": torch.tensor([[3.0, 1.0, 2.0, 1.0]]), "b": torch.tensor([5.0, 4.0, 6.0])}
+    chosen = pruners.invert_within_layers(scores, {"a": 2, "b": 1})
+    assert chosen["a"].tolist() == [[False, True, False, True]]  # the two 1s, ties to the lower
+    assert chosen["b"].tolist() == [False, True, False]
+    model = models.build("vgg16", width=0.25)
+    weights = {n: w.detach().clone() for n, w in masks.prunable(model).items()}
+    plain = pruners.prune(model, "mag", 1)
+    counts = {n: int(m.sum()) for n, m in plain.items()}
+    inverted = pruners.invert_within_layers({n: w.abs() for n, w in weights.items()}, counts)
+    for name, mask in inverted.items():  # the method's count per layer, its lowest magnitudes
+        assert int(mask.sum()) == counts[name]
+        assert weights[name][mask].abs().max() <= weights[name][~mask].abs().min()
+
+
 def test_layerwise_shuffle_keeps_each_layers_count_at_new_positions():
     model = models.build("vgg16", width=0.25)
     original = pruners.prune(model, "mag", 1)
