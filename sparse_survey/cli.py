@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m sparse_survey",
                                   description=__doc__.split("\n\n")[0])
     commands = top.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_prune, add_profile, add_imp, add_sweep, add_report, add_bench):
+    for add in (add_train, add_prune, add_profile, add_imp, add_sweep, add_report, add_bench,
+                add_worklist):
         add(commands)
     return top
 
@@ -678,4 +679,73 @@ def run_bench(args: argparse.Namespace) -> int:
     device = torch.device(record["environment"]["device"])
     path = save(record, args.out, f"{args.bench}-{args.model}-{device_slug(device)}")
     print(f"stored in {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------- worklist
+
+def add_worklist(commands) -> None:
+    worklist = commands.add_parser(
+        "worklist", help="work through the work list within a time budget; carry its records",
+        description="The work list (worklist.yaml) orders what scarce compute runs: sweeps and "
+                    "benchmarks. 'run' works through it within a time budget and can pack what "
+                    "it made into one archive; 'unpack' checks such an archive's records and "
+                    "installs them; 'status' says what is done.")
+    verbs = worklist.add_subparsers(dest="verb", required=True)
+    for verb, help in (("run", "run the work list's next work within a time budget"),
+                       ("status", "how much of each entry is done"),
+                       ("unpack", "check an archive's records and install them")):
+        p = verbs.add_parser(verb, help=help, description=help)
+        if verb == "unpack":
+            p.add_argument("archive", help="a tar.gz made by 'worklist run --pack'")
+        else:
+            p.add_argument("--worklist", default=None,
+                           help="the work list file (default: worklist.yaml in the checkout)")
+            p.add_argument("--device", default=None, type=device_arg,
+                           help="torch device (default: cuda if any)")
+        p.add_argument("--results", default="results", type=folder_arg,
+                       help="store root (default: %(default)s)")
+        if verb == "run":
+            p.add_argument("--time-budget", type=positive_seconds, required=True,
+                           metavar="SECONDS", help="start no work that would end past this")
+            p.add_argument("--pack", default=None, metavar="ARCHIVE",
+                           help="write the records this call made into this tar.gz, after "
+                                "every entry that made some")
+            p.add_argument("--data-root", default=None,
+                           help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA)")
+            p.add_argument("--cache-dir", default=None, type=folder_arg,
+                           help="IMP dense runs and checkpoints")
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    worklist.set_defaults(run=run_worklist_command)
+
+
+def run_worklist_command(args: argparse.Namespace) -> int:
+    from .store import Store
+    from .worklist import WORKLIST, load_worklist, pack, run_worklist, snapshot, status, unpack
+
+    store = Store(args.results)
+    if args.verb == "unpack":
+        done = unpack(args.archive, store.root)
+        for kind in ("installed", "kept", "refused"):
+            print(f"{kind}: {len(done[kind])}" + "".join(f"\n  {p}" for p in done[kind]))
+        return 1 if done["refused"] else 0
+    entries = load_worklist(args.worklist or WORKLIST)
+    if args.verb == "status":
+        for row in status(entries, store, args.device):
+            print(f"{row['done']:4d} of {row['runs']:4d} done  {row['name']}")
+        return 0
+    before = snapshot(store.root)
+
+    def packed() -> None:
+        if args.pack:
+            names = pack(store.root, before, args.pack)
+            print(f"packed {len(names)} record(s) into {args.pack}", flush=True)
+
+    start = time.perf_counter()
+    made = run_worklist(entries, store, args.time_budget, args.device, args.cache_dir,
+                        args.data_root, progress=not args.no_progress, after_each=packed)
+    packed()
+    print(f"made {len(made)} run record(s) in {time.perf_counter() - start:.0f} s")
+    for row in status(entries, store, args.device):
+        print(f"{row['done']:4d} of {row['runs']:4d} done  {row['name']}")
     return 0

@@ -205,25 +205,32 @@ def read_record(path: str | os.PathLike) -> dict | None:
     missing what every record holds, or a value of the wrong kind, e.g. ``"metrics": null``).
     Raises :class:`NewerRecordError` for a record of a newer schema than this package reads."""
     try:
-        record = json.loads(Path(path).read_text())
-        if not isinstance(record, dict):
-            raise ValueError(f"it holds a JSON {type(record).__name__}, not an object")
-        schema = record.get("schema", 1)
-        if _real(schema) and schema > SCHEMA:  # 99 or 99.0: newer, not broken
-            raise NewerRecordError(
-                f"{path} is a record of schema {schema}, written by a newer sparse_survey (this "
-                f"one reads schemas up to {SCHEMA}); upgrade the package to read it, or move "
-                "the file out of the store. It is neither read nor rewritten.")
-        check_shape(record)
-        environment = record.get("environment")
-        config = config_from_dict(record["config"], environment.get("device")
-                                  if isinstance(environment, dict) else None)
+        return parse_record(Path(path).read_text(), path)
     except NewerRecordError:
         raise
     except (OSError, ValueError, TypeError, KeyError) as error:  # JSONDecodeError is a ValueError
         warnings.warn(f"skipping {path}: not a valid run record ({error}); a sweep runs it again",
                       stacklevel=2)
         return None
+
+
+def parse_record(text: str, where: str | os.PathLike) -> dict:
+    """The record a JSON text holds (see :func:`read_record`), named ``where`` in errors;
+    raises ValueError, TypeError or KeyError saying what is wrong, :class:`NewerRecordError`
+    for a newer schema."""
+    record = json.loads(text)
+    if not isinstance(record, dict):
+        raise ValueError(f"it holds a JSON {type(record).__name__}, not an object")
+    schema = record.get("schema", 1)
+    if _real(schema) and schema > SCHEMA:  # 99 or 99.0: newer, not broken
+        raise NewerRecordError(
+            f"{where} is a record of schema {schema}, written by a newer sparse_survey (this "
+            f"one reads schemas up to {SCHEMA}); upgrade the package to read it, or move "
+            "the file out of the store. It is neither read nor rewritten.")
+    check_shape(record)
+    environment = record.get("environment")
+    config = config_from_dict(record["config"], environment.get("device")
+                              if isinstance(environment, dict) else None)
     return {**record, "config": config_dict(config), "key": config.key, "label": config.label}
 
 
