@@ -40,6 +40,7 @@ def test_help_documents_the_options():
 
 
 def test_missing_data_is_a_clear_error_not_a_traceback(tmp_path):
+    (tmp_path / "none").mkdir()  # an empty folder: nothing there, and no internet
     out = run("train", "--data-root", str(tmp_path / "none"), "--epochs", "1",
               env={"SPARSE_SURVEY_DATA": "", "SPARSE_SURVEY_DATA_DIR": str(tmp_path / "d"),
                    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"})

@@ -69,11 +69,15 @@ def test_second_load_hits_the_cache(image_folder, tmp_path, monkeypatch):
 def test_missing_cifar10_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("SPARSE_SURVEY_DATA", raising=False)
     monkeypatch.setenv("SPARSE_SURVEY_DATA_DIR", str(tmp_path / "default"))
+    (tmp_path / "nowhere").mkdir()  # given, but holding nothing
     with pytest.raises(data.DataNotFoundError) as error:
         data.load("cifar10", tmp_path / "nowhere", download=False)
     message = str(error.value)
     assert str(tmp_path / "nowhere") in message and str(tmp_path / "default") in message
     assert "SPARSE_SURVEY_DATA" in message and "--data-root" in message
+    monkeypatch.setenv("SPARSE_SURVEY_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DataNotFoundError, match="typo, does not exist"):  # no fallback
+        data.load("cifar10", tmp_path / "typo", download=False)
 
 
 def test_unknown_dataset_and_bad_limit():

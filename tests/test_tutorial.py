@@ -34,7 +34,7 @@ def test_stored_runs_are_read_at_one_precision_the_machines_unless_told(tmp_path
         return Store(tmp_path).write({
             "key": config.key, "label": config.label, "status": "finished",
             "config": config_dict(config), "metrics": {"test_acc": accuracy}, "history": [],
-            "layer_densities": {}, "timings": {}, "environment": {}})
+            "layer_densities": {}, "weight_histograms": {}, "timings": {}, "environment": {}})
 
     stored("bf16", 0.9)
     with pytest.raises(RuntimeError, match=r"no finished fp32 runs .* in bf16 \(precision='bf16' "
