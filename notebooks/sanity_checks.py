@@ -22,21 +22,29 @@
 # - **layerwise shuffle**: the kept positions moved at random within each layer (every layer
 #   keeps as many weights, over the same initial values);
 # - **random reinit**: the same mask over freshly drawn weights;
-# - **inverted scores**: keep the *lowest* scores instead of the highest (exactly as many).
+# - **inverted scores**: keep the *lowest* scores instead of the highest, exactly as many: over
+#   the whole network (global, as the paper does it), and within each layer at the method's own
+#   count for that layer (per layer). The global inversion also moves weights between layers and
+#   can empty a layer; the per-layer one asks only whether the method ranks weights well within
+#   a layer.
 #
 # If a method found *which weights* matter, shuffle and reinit should hurt. If it found only *how
 # many weights each layer keeps*, they should not: the method is then a recipe for per-layer
 # densities. Inverting should hurt any method whose scores mean something. Beside them stands
-# pruning *after* training: one round of IMP (train, prune by magnitude, rewind to the
-# initialization, retrain), the reference a pruning-at-initialization method tries to reach
-# without the first training.
+# pruning *after* training, the references of the paper, each one round of IMP (train, prune by
+# global magnitude, retrain) that differs only in where the survivors restart: not rewound
+# (magnitude pruning after training, fine-tuned), rewound to an early step of the dense training
+# (a lottery ticket with rewinding; the step chosen below by measurement), and rewound to the
+# initialization (the original lottery ticket), a third line that collapses at high
+# compression.
 
 # %% tags=["parameters"]
 preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
 methods: list = ["mag", "snip", "grasp", "synflow"]  # the one-shot methods to check
 compressions: list = [0.5, 1, 2]  # compressions c (density 10^-c)
 seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
-seeded_compressions: list = [1, 2]  # where every method, control and the reference run every seed
+seeded_compressions: list = [1, 2]  # where every method, control and reference run every seed
+rewind_fractions: list = [0.01, 0.05, 0.1]  # early steps a ticket may rewind to, as shares of the training
 results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
 precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
 
@@ -57,7 +65,7 @@ if not methods:
 methods = [tutorial.choice(m, "each of methods", ss.pruners.METHODS) for m in methods]
 seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
           if c in run.compressions]
-CONTROLS = ("shuffle", "reinit", "invert")
+CONTROLS = ("shuffle", "reinit", "invert", "invert_layer")
 
 
 def stored(method, **fields):
@@ -72,29 +80,71 @@ def stored(method, **fields):
 # %% [markdown]
 # ## The runs
 #
-# Each method with each control, and IMP with one round, at every compression; the seeded
-# compressions with every seed. Each is a stored run (`control` is part of a run's
-# configuration), so a rerun of this notebook reuses them.
+# Each method with each control at every compression, the seeded compressions with every seed.
+# Each is a stored run (`control` is part of a run's configuration), so a rerun of this notebook
+# reuses them.
 
 # %%
 arms = {method: {None: stored(method), **{c: stored(method, control=c) for c in CONTROLS}}
         for method in methods}
-reference = stored("imp", iterations=1)
-reference_label = run.label("imp", iterations=1)
 everything = [r for method in arms.values() for records in method.values() for r in records]
-spread = report.seed_spread(everything + reference)
-tutorial.glue_numbers("sanity", seed_spread=spread, runs=len(everything + reference))
-print(f"{len(everything + reference)} runs; typical seed-to-seed spread {spread:.2f} points")
+spread = report.seed_spread(everything)
+
+# %% [markdown]
+# ## Pruning after training, and the step a ticket rewinds to
+#
+# A lottery ticket with rewinding restarts its survivors from their values at an early step of
+# the dense training, where Frankle et al. (2020) found the training stable. Which step is
+# measured here rather than assumed: seed 0's ticket at each candidate step (a share of the
+# training), at every compression. The step chosen is the earliest whose accuracy at the highest
+# compression is within twice the typical seed spread of the best candidate's.
+
+# %%
+config = run.configs("imp", seeds=run.seeds[:1], iterations=1)[0]
+steps_per_epoch = len(ss.experiment.dataset(config.dataset, limit_per_class=config.limit_per_class,
+                                            progress=False)[0]) // config.recipe.batch_size
+total_steps = config.recipe.epochs * steps_per_epoch
+candidates = [round(f * total_steps) for f in tutorial.numbers(rewind_fractions,
+                                                               "rewind_fractions")]
+tickets = {step: tutorial.runs(run.configs("imp", seeds=run.seeds[:1], iterations=1,
+                                           rewind=step), run.results) for step in candidates}
+highest = max(run.compressions)
+at_highest = {step: 100 * next(r["metrics"]["test_acc"] for r in records
+                               if r["config"]["compression"] == highest)
+              for step, records in tickets.items()}
+best = max(at_highest.values())
+rewind_step = min(s for s, a in at_highest.items() if best - a <= 2 * spread)
+choice = pd.DataFrame({"step": candidates,
+                       "share of training": [f"{s / total_steps:.1%}" for s in candidates],
+                       **{f"c = {c:g}": [100 * next(r["metrics"]["test_acc"] for r in tickets[s]
+                                                    if r["config"]["compression"] == c)
+                                         for s in candidates] for c in run.compressions}})
+tutorial.show(choice.set_index("step"), 2,
+              title=f"A lottery ticket rewound to each candidate step, seed 0: top-1 test "
+              f"accuracy (%); chosen: step {rewind_step}")
+tutorial.glue_numbers("sanity", rewind_step=rewind_step, total_steps=total_steps,
+                      rewind_share=rewind_step / total_steps)
+
+REFERENCES = {"fine-tuned": {"rewind": "none"}, "rewound early": {"rewind": rewind_step},
+              "rewound to init": {}}
+references = {name: stored("imp", iterations=1, **fields) for name, fields in REFERENCES.items()}
+reference_labels = {name: run.label("imp", iterations=1, **fields)
+                    for name, fields in REFERENCES.items()}
+everything += [r for records in references.values() for r in records]
+spread = report.seed_spread(everything)
+tutorial.glue_numbers("sanity", seed_spread=spread, runs=len(everything))
+print(f"{len(everything)} runs; typical seed-to-seed spread {spread:.2f} points")
 
 # %% [markdown]
 # ## Accuracy of each method and its controls
 #
-# Per method: its accuracy, each control's, and pruning after training (IMP, one round), against
+# Per method: its accuracy, each control's, and the three references after training, against
 # compression, with a band of one standard deviation over seeds where there are several.
 
 # %%
+after_training = [r for records in references.values() for r in records]
 for method, records in arms.items():
-    mine = [r for arm in records.values() for r in arm] + reference
+    mine = [r for arm in records.values() for r in arm] + after_training
     tutorial.show(report.table(mine, "accuracy").T.rename_axis("arm")
                   .rename(columns=lambda c: f"c = {c:g}"),
                   title=f"{ss.pruners.METHODS[method].label}: top-1 test accuracy (%)")
@@ -133,33 +183,35 @@ for row in rows:
 # %% [markdown]
 # ## How far each method sits from pruning after training
 #
-# Each method's accuracy minus that of IMP with one round (the same density, found by magnitude
-# after a training, rewound and retrained) at each seeded compression: negative where pruning at
-# initialization falls short of pruning after training, judged by the same rule.
+# Each method's accuracy minus each reference's at each seeded compression: negative where
+# pruning at initialization falls short of pruning after training, judged by the same rule.
 
 # %%
 gaps = []
 for method, records in arms.items():
     base = run.label(method)
-    effects = report.effects(reference + records[None], reference_label, base)
-    for c in seeded:
-        if c not in effects.index:
-            continue
-        judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
-        gaps.append({"method": base, "compression": c, "method - IMP (1 round)":
-                     effects.at[c, "effect"], "seeds": effects.at[c, "seeds"],
-                     "judged by": judged_by,
-                     "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
-        key = f"{report.label_key(base)}_after_training_c{c:g}".replace(".", "_")
-        tutorial.glue_numbers("sanity", **{f"{key}_gap": float(effects.at[c, "effect"])})
+    for name, label in reference_labels.items():
+        effects = report.effects(references[name] + records[None], label, base)
+        for c in seeded:
+            if c not in effects.index:
+                continue
+            judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
+            gaps.append({"method": base, "reference": name, "compression": c,
+                         "method - reference": effects.at[c, "effect"],
+                         "seeds": effects.at[c, "seeds"], "judged by": judged_by,
+                         "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
+            key = (f"{report.label_key(base)}_after_{report.label_key(name)}_c{c:g}"
+                   .replace(".", "_"))
+            tutorial.glue_numbers("sanity", **{f"{key}_gap": float(effects.at[c, "effect"])})
 tutorial.show(pd.DataFrame(gaps).set_index("method"), 2,
-              title=f"Each method against pruning after training ({reference_label}), points")
+              title="Each method against pruning after training (one round of IMP: fine-tuned, "
+              f"rewound to step {rewind_step}, rewound to initialization), points")
 
 # %% [markdown]
 # ## At a glance
 #
 # Every judged effect above in one table, in points: a control's effect (control minus method)
-# and the method's distance to pruning after training (method minus IMP with one round), per
+# and the method's distance to each reference after training (method minus reference), per
 # seeded compression; "matters" marks an effect of more than twice the spread it is judged by.
 
 # %%
@@ -173,8 +225,8 @@ glance = pd.DataFrame(
     [{"method": r["method"], "against": f"{r['control']} - method",
       "compression": r["compression"], "effect": judged(r["effect"], r["judged by"])}
      for r in rows]
-    + [{"method": g["method"], "against": f"method - {reference_label}",
-        "compression": g["compression"], "effect": judged(g["method - IMP (1 round)"],
+    + [{"method": g["method"], "against": f"method - after training, {g['reference']}",
+        "compression": g["compression"], "effect": judged(g["method - reference"],
                                                           g["judged by"])} for g in gaps])
 glance = glance.pivot_table(index=["method", "against"], columns="compression", values="effect",
                             aggfunc="first", sort=False).rename(columns=lambda c: f"c = {c:g}")

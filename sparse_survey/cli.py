@@ -470,13 +470,18 @@ def add_sweep(commands) -> None:
     p.add_argument("--time-budget", type=positive_seconds, default=None, metavar="SECONDS",
                    help="start no run that would end past this many seconds (estimated from "
                         "finished runs); rerun the command to continue (local backend)")
+    add_data_and_cache_options(p)
+    p.add_argument("--retry-diverged", action="store_true",
+                   help="run diverged runs again too (failed runs always are)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_data_and_cache_options(p: argparse.ArgumentParser) -> None:
+    """Where a command that runs stored runs finds CIFAR-10 and keeps IMP's cache."""
     p.add_argument("--data-root", default=None,
                    help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA, then a download)")
     p.add_argument("--cache-dir", default=None, type=folder_arg,
                    help="IMP dense runs and checkpoints")
-    p.add_argument("--retry-diverged", action="store_true",
-                   help="run diverged runs again too (failed runs always are)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -711,10 +716,7 @@ def add_worklist(commands) -> None:
             p.add_argument("--pack", default=None, metavar="ARCHIVE",
                            help="write the records this call made into this tar.gz, after "
                                 "every entry that made some")
-            p.add_argument("--data-root", default=None,
-                           help="where CIFAR-10 is (default: $SPARSE_SURVEY_DATA)")
-            p.add_argument("--cache-dir", default=None, type=folder_arg,
-                           help="IMP dense runs and checkpoints")
+            add_data_and_cache_options(p)
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
     worklist.set_defaults(run=run_worklist_command)
 

@@ -214,23 +214,6 @@ def test_report_refuses_nan_and_says_what_it_substituted(small_store, tmp_path):
            "one, 1" in out.stdout
 
 
-@pytest.mark.parametrize("damage", [{"metrics": None}, {"metrics": {"test_acc": "high"}},
-                                    {"history": "none"}, {"status": "done"}])
-def test_a_malformed_record_is_broken_named_and_rerun(damage, tmp_path):
-    store, config = Store(tmp_path), smoke()
-    sweeps.sweep([config], store, progress=False)
-    path = store.path(config)
-    path.write_text(json.dumps({**json.loads(path.read_text()), **damage}))
-    with pytest.warns(UserWarning, match=f"skipping {path}: not a valid run record"):
-        assert store.records("smoke") == [] and not store.done(config)
-    out = cli("report", "--preset", "smoke", "--results", str(tmp_path), "--out",
-              str(tmp_path / "report"))
-    assert "none finished; run a sweep first" in one_line_error(out)
-    with pytest.warns(UserWarning):
-        assert [r["status"] for r in sweeps.sweep([config], store, progress=False)] == \
-            ["finished"]
-
-
 # ---------------------------------------------------------------------------- work done twice
 
 def test_a_grid_that_names_a_run_twice_runs_it_once(tmp_path, monkeypatch):
@@ -446,7 +429,8 @@ def damaged_record(tmp_path, **damage) -> tuple[Store, RunConfig, Path]:
 
 
 @pytest.mark.parametrize("damage", [
-    {"weight_histograms": KeyError}, {"weight_histograms": None},
+    {"metrics": None}, {"metrics": {"test_acc": "high"}}, {"history": "none"},
+    {"status": "done"}, {"weight_histograms": KeyError}, {"weight_histograms": None},
     {"metrics__time_s": "1.5"}, {"metrics__remaining_fraction": "x"},
     {"layer_densities": {"a": "b"}}, {"config__seed": "0"},
     {"schema": "99"}, {"schema": None}, {"schema": -1}, {"schema": 2.5}])
