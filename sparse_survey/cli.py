@@ -445,11 +445,13 @@ def add_sweep(commands) -> None:
     p.add_argument("--grid", default="survey",
                    help="'survey' (5 one-shot methods and IMP with 2, 3, 4 rounds at the six "
                         "compressions), or a YAML/JSON file or inline mapping ('{methods: [snip],"
-                        " compressions: [1], imp_iterations: []}') with the lists methods (dense, "
-                        "set and rigl too), compressions, imp_iterations, seeds (missing: the "
-                        "survey's) and any of the run fields scope, scoring_rounds, "
-                        "prune_batches, prune_batch_size, bn_mode, rounding (one-shot runs), "
-                        "rewind (IMP runs), control (reinit, shuffle; invert for one-shot runs), "
+                        " compressions: [1], imp_iterations: []}') with the lists methods "
+                        "(dense, set, rigl and static too), compressions, imp_iterations, seeds "
+                        "(missing: the survey's) and any of the run fields scope, iterations "
+                        "(scoring rounds), prune_batches, prune_batch_size, bn_mode, rounding "
+                        "(one-shot runs), "
+                        "rewind (IMP runs), control (reinit, shuffle; invert, invert_layer for "
+                        "one-shot runs), "
                         "precision (default: %(default)s)")
     p.add_argument("--seeds", type=count_arg, default=None,
                    help="run seeds 0 .. N-1 (default: the grid's seeds)")

@@ -38,7 +38,7 @@ SURVEY_GRID = {"methods": list(pruners.METHODS),
                "seeds": [0]}
 # A grid's run fields, one value each, and the RunConfig field each sets: on the one-shot runs,
 # on the IMP runs, or on every run of the grid.
-ONE_SHOT_FIELDS = {"scope": "scope", "scoring_rounds": "iterations",
+ONE_SHOT_FIELDS = {"scope": "scope", "iterations": "iterations",
                    "prune_batches": "prune_batches", "prune_batch_size": "prune_batch_size",
                    "bn_mode": "bn_mode", "control": "control", "rounding": "rounding"}
 IMP_FIELDS = {"rewind": "rewind", "control": "control"}
@@ -50,14 +50,16 @@ OTHER_PRECISION = {"fp32": "bf16", "bf16": "fp32"}
 def load_grid(spec: str | os.PathLike | dict) -> dict:
     """``"survey"`` (the survey's grid), a dict, a YAML or JSON file, or such a mapping written
     inline (``'{methods: [snip], compressions: [1]}'``). Its keys: methods (the one-shot
-    methods, ``set`` and ``rigl``; ``dense`` among them adds the unpruned network, one run per
-    seed), compressions, imp_iterations (IMP round counts; empty for none) and seeds, each a
-    list (missing: the survey's), and any run field of :data:`RUN_FIELDS`, one value each, that
-    every run of its kind takes: ``scope``, ``scoring_rounds`` (a one-shot method's rounds),
-    ``prune_batches``, ``prune_batch_size``, ``bn_mode`` and ``rounding`` for the one-shot
-    methods, ``rewind`` for IMP, ``control`` for both (IMP: ``reinit`` or ``shuffle``; one-shot:
-    also ``invert``), ``precision`` for all; so any run a notebook stores is one grid. A missing,
-    empty or malformed file, or a value of the wrong kind, is a clear ValueError."""
+    methods, ``set``, ``rigl`` and ``static``; ``dense`` among them adds the unpruned network,
+    one run per seed), compressions, imp_iterations (IMP round counts; empty for none) and
+    seeds, each a list (missing: the survey's), and any run field of :data:`RUN_FIELDS`, one
+    value each, that every run of its kind takes: ``scope``, ``iterations`` (a one-shot
+    method's scoring rounds, the name the run config, the command line and the notebooks give
+    them), ``prune_batches``, ``prune_batch_size``, ``bn_mode`` and ``rounding`` for the
+    one-shot methods, ``rewind`` for IMP, ``control`` for both (IMP: ``reinit`` or
+    ``shuffle``; one-shot: also ``invert`` and ``invert_layer``), ``precision`` for all; so any
+    run a notebook stores is one grid. A missing, empty or malformed file, or a value of the
+    wrong kind, is a clear ValueError."""
     if isinstance(spec, dict):
         grid = spec
     elif spec == "survey":

@@ -343,7 +343,7 @@ def test_a_grid_sets_each_run_field_on_the_runs_of_its_kind():
     assert configs[0].compression == 0 and {c.precision for c in configs} == {"fp32"}
     rounds = sweeps.grid_configs(sweeps.load_grid(
         {"methods": ["synflow"], "compressions": [1], "imp_iterations": [],
-         "scoring_rounds": 1, "scope": "local"}), "smoke")
+         "iterations": 1, "scope": "local"}), "smoke")
     assert [c.label for c in rounds] == ["SynFlow (1 round, local scope)"]
     with pytest.raises(ValueError, match="one value each"):
         sweeps.load_grid({"bn_mode": ["eval", "train"]})
