@@ -251,3 +251,16 @@ def test_every_table_in_the_executed_notebooks_has_a_title():
                 if re.search(r"^\|.*\|\s*$", text, re.MULTILINE) and not titled:
                     untitled.append(f"{path.name}: {text.splitlines()[0][:80]!r}")
     assert not untitled, "tables without a title:\n" + "\n".join(untitled)
+
+
+def test_the_references_are_labelled_as_the_text_cites_them_with_links(site):
+    """Author-year labels in the bibliography (as the text cites: "Tanaka et al. 2020"), never
+    "n.d." for the two undated survey documents (a poster and a proposal), and a link or DOI for
+    every published work."""
+    text = (site / "references.html").read_text()
+    for label in ("Frankle and Carbin 2019", "Tanaka et al. 2020", "Zhao, poster"):
+        assert label in text, label
+    assert "n.d." not in text and "[FC19]" not in text
+    cited = "".join((site / page).read_text() for page in ("intro.html", "results.html"))
+    assert "n.d." not in cited
+    assert text.count("arxiv.org/abs/") >= 8 and "doi.org/10.1038/s41467-018-04316-3" in text
