@@ -508,8 +508,8 @@ def accuracy_figure(records: list[dict], path: Path | None = None, with_survey: 
     mean, std, _ = summary(records, "accuracy")
     survey = survey_numbers("accuracy") if with_survey else None
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, method in enumerate(mean.columns):
-        style = series_style(i)
+    for method in mean.columns:
+        style = method_style(method)
         m, s = mean[method], std[method].fillna(0)
         ax.plot(m.index, m, label=method, markersize=4, **style)
         ax.fill_between(m.index, m - s, m + s, color=style["color"], alpha=0.2)
@@ -537,12 +537,12 @@ def layer_density_figure(records: list[dict], compression: float, path: Path | N
     chosen = [r for r in records if r["status"] == "finished"
               and math.isclose(r["config"]["compression"], compression)]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, method in enumerate(ordered_labels({r["label"] for r in chosen})):
+    for method in ordered_labels({r["label"] for r in chosen}):
         runs = [r["layer_densities"] for r in chosen if r["label"] == method]
         layers = list(runs[0])
         density = np.mean([[run[n] for n in layers] for run in runs], axis=0)
         ax.plot(range(1, len(layers) + 1), density, label=method, markersize=4,
-                **series_style(i))
+                **method_style(method))
     ax.set_yscale("log")
     ax.set_xticks(range(1, len(layers) + 1))
     ax.set_xlabel("prunable layer (input to output)")
@@ -669,10 +669,10 @@ def cost_accuracy_figure(records: list[dict], compressions: list[float],
     fig, axes = plt.subplots(1, max(len(chosen), 1), figsize=(5 * max(len(chosen), 1), 4),
                              squeeze=False)
     for ax, c in zip(axes[0], chosen):
-        for i, method in enumerate(mean.columns):
+        for method in mean.columns:
             if math.isnan(mean.at[c, method]):
                 continue
-            style = series_style(i)
+            style = method_style(method)
             ax.errorbar(trainings(method), mean.at[c, method],
                         yerr=0 if math.isnan(std.at[c, method]) else std.at[c, method],
                         fmt=style["marker"], color=style["color"], capsize=3, label=method)
@@ -691,9 +691,9 @@ def cost_figure(records: list[dict], path: Path | None = None):
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     finished = [r for r in records if r["status"] == "finished"]
-    for i, method in enumerate(ordered_labels({r["label"] for r in finished})):
+    for method in ordered_labels({r["label"] for r in finished}):
         mine = [r for r in finished if r["label"] == method]
-        style = series_style(i)
+        style = method_style(method)
         for ax, name in zip(axes, ("inference_time", "cpu_memory")):
             for shared in (False, True):
                 picked = [r for r in mine if bool(contended(r, name)) == shared]
@@ -713,13 +713,45 @@ def cost_figure(records: list[dict], path: Path | None = None):
     return _save(fig, path)
 
 
-def series_style(i: int) -> dict:
-    """How the ``i``-th method of a figure is drawn: matplotlib's ten default colours, then the
-    same colours again with dashed lines and square markers, so that the results figure's twelve
-    methods and more never share a look (the eleventh would otherwise repeat the first)."""
-    again = (i // 10) % 2
-    return {"color": f"C{i % 10}", "linestyle": "--" if again else "-",
-            "marker": "s" if again else "o"}
+# One look per method in every figure of the book (colour and marker), so that a reader learns
+# it once: the survey's one-shot methods, IMP by its rounds, the references after training, the
+# sparse-from-scratch methods.
+METHOD_LOOKS = {
+    "Dense": ("#000000", "o"), "Rand": ("#7f7f7f", "o"), "Mag": ("#1f77b4", "s"),
+    "SNIP": ("#ff7f0e", "^"), "GraSP": ("#2ca02c", "v"), "SynFlow": ("#d62728", "D"),
+    "IMP (1 Iters)": ("#c5b0d5", "p"), "IMP (2 Iters)": ("#9467bd", "P"),
+    "IMP (3 Iters)": ("#8c564b", "X"), "IMP (4 Iters)": ("#e377c2", "*"),
+    "fine-tuned": ("#008080", "d"), "rewound to a step": ("#b8860b", "H"),
+    "SET": ("#17becf", "<"), "RigL": ("#bcbd22", ">"), "Static": ("#393b79", "h"),
+}
+# A control of a method's mask keeps the method's look with a line of its own.
+CONTROL_LINES = {"layerwise shuffle": ":", "random reinit": "-.",
+                 "inverted scores": (0, (6, 2, 1, 2)), "inverted scores per layer": (0, (1, 1))}
+IMP_ROUNDS = re.compile(r"IMP \((\d+) Iters")
+
+
+def method_style(label: str) -> dict:
+    """How a method's series is drawn in every figure (:data:`METHOD_LOOKS`): its colour and
+    marker; a solid line for the method as it is meant, dashed for a variant of its hidden
+    choices ("SNIP (train-mode BN)"), and a line of each control's own
+    (:data:`CONTROL_LINES`) for a control of its mask ("Mag, layerwise shuffle"). IMP rewound
+    to a training step, or not rewound (fine-tuned), are methods of their own here."""
+    method, _, control = label.partition(", ") if label.endswith(
+        tuple(f", {c}" for c in CONTROL_LINES)) else (label, "", "")
+    rounds = IMP_ROUNDS.match(method)
+    if rounds and "fine-tuned" in method:
+        base = "fine-tuned"
+    elif rounds and "rewind to step" in method:
+        base = "rewound to a step"
+    elif rounds:
+        base = f"IMP ({rounds.group(1)} Iters)"
+    else:
+        base = method.split(" (")[0]
+    color, marker = METHOD_LOOKS.get(base, ("#aaaaaa", "o"))
+    variant = not (method in (base, f"{base} (ERK)") or base in ("fine-tuned",
+                                                                 "rewound to a step"))
+    line = CONTROL_LINES[control] if control else "--" if variant else "-"
+    return {"color": color, "marker": marker, "linestyle": line}
 
 
 def _save(fig, path: Path | None):

@@ -412,15 +412,31 @@ def test_times_and_memory_come_from_one_kind_of_device_and_say_which_runs_they_l
     assert report.device_kind([]) is None
 
 
-def test_every_method_of_a_figure_is_drawn_its_own_way():
-    """Twelve methods (the results figure's count) against matplotlib's ten colours: no two lines
-    share colour, line style and marker."""
-    records = [fabricated(f"method {i}", "mag", c, 0, 0.5 + i / 100, 1.0)
-               for i in range(12) for c in (1, 2)]
+def test_every_method_of_a_figure_is_drawn_its_own_way_and_the_same_way_everywhere():
+    """The results figure's methods, the references after training, SET, RigL and static, and
+    a method with every control: no two lines share colour, line style and marker; and a
+    method's colour and marker do not depend on the figure (SynFlow looks the same beside the
+    survey's grid and beside SET and RigL)."""
+    labels = ["Rand", "Mag", "SNIP", "GraSP", "SynFlow", "SNIP (train-mode BN)",
+              "GraSP (train-mode BN)", "IMP (2 Iters)", "IMP (3 Iters)", "IMP (4 Iters)",
+              "IMP (1 Iters)", "IMP (1 Iters, no rewind, fine-tuned)",
+              "IMP (1 Iters, rewind to step 107)", "SET (ERK)", "RigL (ERK)", "Static (ERK)",
+              *(f"Mag, {control}" for control in experiment.CONTROLS.values())]
+    records = [fabricated(label, "mag", c, 0, 0.5 + i / 100, 1.0)
+               for i, label in enumerate(dict.fromkeys(labels)) for c in (1, 2)]
     figure = report.accuracy_figure(records, with_survey=False)
-    looks = [(line.get_color(), line.get_linestyle(), line.get_marker())
-             for line in figure.axes[0].get_lines()]
-    assert len(looks) == 12 and len(set(looks)) == 12
+    looks = {line.get_label(): (line.get_color(), line.get_marker())
+             for line in figure.axes[0].get_lines()}
+    assert set(looks) == set(labels)
+    styles = [report.method_style(label) for label in labels]  # a custom dash, not "--" alone
+    assert len({(s["color"], str(s["linestyle"]), s["marker"]) for s in styles}) == len(labels)
+    assert all(looks[label] == (s["color"], s["marker"]) for label, s in zip(labels, styles))
+    alone = report.accuracy_figure([r for r in records if r["label"] in ("SynFlow", "SET (ERK)")],
+                                   with_survey=False)
+    assert {line.get_label(): line.get_color() for line in alone.axes[0].get_lines()} == {
+        "SynFlow": looks["SynFlow"][0], "SET (ERK)": looks["SET (ERK)"][0]}
+    assert report.method_style("Mag, layerwise shuffle")["color"] == \
+        report.method_style("Mag")["color"]  # a control keeps its method's colour
     axis = figure.axes[0].xaxis  # each compression drawn is a tick, named as the tables name it
     assert [t.get_text() for t in axis.get_ticklabels()] == ["1", "2"]
     assert list(axis.get_minorticklocs()) == []
