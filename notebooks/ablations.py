@@ -23,14 +23,19 @@
 # matters where it moves accuracy by more than twice that spread. Then it tries the plausible
 # mistakes that could produce the survey's chance-level cells. Every number comes from stored
 # runs, like the rest of the book.
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions of the whole-grid comparisons
-seeds: int = 3  # seeds of the BatchNorm comparison at its seeded compressions (the spread)
-seeded_compressions: list = [0.05, 1, 2]  # where the BatchNorm comparison runs every seed
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
+seeds: int = 3  # seeds at seeded_compressions
+seeded_compressions: list = [0.05, 1, 2]  # c with every seed
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import dataclasses
@@ -41,20 +46,31 @@ import pandas as pd
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
-seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
-          if c in run.compressions]
+run = tutorial.parameters(
+    preset, compressions, seeds, results, trains=True, precision=precision
+)
+seeded = [
+    c
+    for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
+    if c in run.compressions
+]
 first_seed = run.seeds[:1]
 
 
 def grid(method, compressions=run.compressions, seeds=first_seed, **fields):
-    """The stored records of one method and variant (the survey's settings when no fields)."""
-    return tutorial.runs(run.configs(method, compressions, seeds, **fields), run.results)
+    """The stored records of one method and variant (the survey's settings when
+    no fields)."""
+    return tutorial.runs(
+        run.configs(method, compressions, seeds, **fields), run.results
+    )
 
 
 def near(*wanted):
-    """The compressions of this run nearest to the wanted ones (the smoke preset runs fewer)."""
-    return sorted({min(run.compressions, key=lambda c: abs(c - w)) for w in wanted})
+    """The compressions of this run nearest to the wanted ones (the smoke
+    preset runs fewer)."""
+    return sorted(
+        {min(run.compressions, key=lambda c: abs(c - w)) for w in wanted}
+    )
 
 
 # %% [markdown]
@@ -71,14 +87,25 @@ bn_records, bn_effects = {}, {}
 for method in ("snip", "grasp"):
     records = []
     for mode in ("eval", "train"):
-        records += grid(method, bn_mode=mode) + grid(method, seeded, run.seeds[1:], bn_mode=mode)
+        records += grid(method, bn_mode=mode) + grid(
+            method, seeded, run.seeds[1:], bn_mode=mode
+        )
     bn_records[method] = records
-    bn_effects[method] = report.effects(records, run.label(method),
-                                        run.label(method, bn_mode="train"))
-    tutorial.show(bn_effects[method], 2,
-                  title=f"{ss.pruners.METHODS[method].label}: eval-mode against train-mode BatchNorm at scoring")
-    tutorial.show_figure(report.accuracy_figure(records, with_survey=False),
-                         f"ablations_bn_{method}_figure")
+    bn_effects[method] = report.effects(
+        records, run.label(method), run.label(method, bn_mode="train")
+    )
+    tutorial.show(
+        bn_effects[method],
+        2,
+        title=(
+            f"{ss.pruners.METHODS[method].label}: eval-mode against "
+            "train-mode BatchNorm at scoring"
+        ),
+    )
+    tutorial.show_figure(
+        report.accuracy_figure(records, with_survey=False),
+        f"ablations_bn_{method}_figure",
+    )
 
 # %% [markdown]
 # An effect is judged against the typical seed-to-seed spread of these seeded cells or, where
@@ -91,20 +118,31 @@ tutorial.glue_numbers("ablations", seed_spread=spread)
 print(f"typical seed-to-seed spread: {spread:.2f} points")
 
 
-verdicts = []  # one row per judged effect: the summary at the end of the notebook
+# one row per judged effect: the summary at the end of the notebook
+verdicts = []
 
 
 def judged(table, compression):
-    """The verdict on one row of an effects table: its effect against the largest of the typical
-    spread, the row's own spread and its baseline method's spread at that compression. The row
-    is added to the summary."""
-    own = report.seed_spread(seeded_records, label=table.columns[0], compression=compression)
-    judged_by = float(np.nanmax([spread, own, table.at[compression, "seed spread"]]))
+    """The verdict on one row of an effects table: its effect against the
+    largest of the typical spread, the row's own spread and its baseline
+    method's spread at that compression. The row is added to the summary."""
+    own = report.seed_spread(
+        seeded_records, label=table.columns[0], compression=compression
+    )
+    judged_by = float(
+        np.nanmax([spread, own, table.at[compression, "seed spread"]])
+    )
     effect = float(table.at[compression, "effect"])
-    verdicts.append({"variant": table.columns[1], "against": table.columns[0],
-                     "compression": compression, "effect (points)": effect,
-                     "seed spread": judged_by,
-                     "matters": "yes" if report.matters(effect, judged_by) else "no"})
+    verdicts.append(
+        {
+            "variant": table.columns[1],
+            "against": table.columns[0],
+            "compression": compression,
+            "effect (points)": effect,
+            "seed spread": judged_by,
+            "matters": "yes" if report.matters(effect, judged_by) else "no",
+        }
+    )
     return report.verdict(effect, judged_by)
 
 
@@ -112,16 +150,31 @@ for method, table in bn_effects.items():
     mildest, highest_effect = (float(e) for e in table["effect"].iloc[[0, -1]])
     text = judged(table, table.index[0])
     judged(table, table.index[-1])
-    densities = [list(r["layer_densities"].values()) for r in bn_records[method]
-                 if r["label"] == table.columns[1] and r["status"] == "finished"
-                 and r["config"]["compression"] == table.index[-1]]
+    densities = [
+        list(r["layer_densities"].values())
+        for r in bn_records[method]
+        if r["label"] == table.columns[1]
+        and r["status"] == "finished"
+        and r["config"]["compression"] == table.index[-1]
+    ]
     starved = np.mean([sum(d < 1e-3 for d in layers) for layers in densities])
-    tutorial.glue_numbers(f"ablations_bn_{method}", mild_effect=mildest,
-                          high_effect=highest_effect, verdict=text, starved_train=float(starved),
-                          thinnest_train=float(np.mean([min(layers) for layers in densities])))
-    print(f"{method}, train mode at compression {table.index[-1]:g}: {starved:.1f} layers "
-          "keep less than 0.1 % of their weights")
-    print(f"{method}, train-mode BatchNorm at compression {table.index[0]:g}: {text}")
+    tutorial.glue_numbers(
+        f"ablations_bn_{method}",
+        mild_effect=mildest,
+        high_effect=highest_effect,
+        verdict=text,
+        starved_train=float(starved),
+        thinnest_train=float(np.mean([min(layers) for layers in densities])),
+    )
+    print(
+        f"{method}, train mode at compression {table.index[-1]:g}: "
+        f"{starved:.1f} layers "
+        "keep less than 0.1 % of their weights"
+    )
+    print(
+        f"{method}, train-mode BatchNorm at compression {table.index[0]:g}: "
+        f"{text}"
+    )
 
 # %% [markdown]
 # The sign of GraSP's kept weights in both modes, on one initialization: the share of kept
@@ -134,10 +187,16 @@ for mode in ("eval", "train"):
     copy = tutorial.preset_model(run.preset)[0]
     ss.pruners.prune(copy, "grasp", 1, batches, bn_mode=mode)
     shares[f"{mode} mode"] = tutorial.positive_shares(copy)["hidden layers"]
-tutorial.show(pd.DataFrame({"positive share of kept hidden weights": shares}), 3,
-              title="GraSP at c = 1: share of kept hidden weights that are positive")
-tutorial.glue_numbers("ablations_grasp", positive_eval=shares["eval mode"],
-                      positive_train=shares["train mode"])
+tutorial.show(
+    pd.DataFrame({"positive share of kept hidden weights": shares}),
+    3,
+    title="GraSP at c = 1: share of kept hidden weights that are positive",
+)
+tutorial.glue_numbers(
+    "ablations_grasp",
+    positive_eval=shares["eval mode"],
+    positive_train=shares["train mode"],
+)
 
 # %% [markdown]
 # ## SynFlow: 100 scoring rounds or one
@@ -151,12 +210,19 @@ one_round = run.label("synflow", iterations=1)
 rounds = report.effects(synflow, run.label("synflow"), one_round)
 tutorial.show(rounds, 2, title="SynFlow: 100 scoring rounds against one")
 emptied = report.collapsed_layers(synflow)
-tutorial.show(emptied, 1, title="Prunable layers left with no weight (mean over seeds)")
-tutorial.show_figure(report.accuracy_figure(synflow, with_survey=False),
-                     "ablations_synflow_figure")
-tutorial.glue_numbers("ablations_synflow", high_effect=float(rounds["effect"].iloc[-1]),
-                      emptied_one_round=float(emptied[one_round].max()),
-                      verdict=judged(rounds, rounds.index[-1]))
+tutorial.show(
+    emptied, 1, title="Prunable layers left with no weight (mean over seeds)"
+)
+tutorial.show_figure(
+    report.accuracy_figure(synflow, with_survey=False),
+    "ablations_synflow_figure",
+)
+tutorial.glue_numbers(
+    "ablations_synflow",
+    high_effect=float(rounds["effect"].iloc[-1]),
+    emptied_one_round=float(emptied[one_round].max()),
+    verdict=judged(rounds, rounds.index[-1]),
+)
 
 # %% [markdown]
 # ## Scope: one global threshold or one per layer
@@ -166,12 +232,19 @@ tutorial.glue_numbers("ablations_synflow", high_effect=float(rounds["effect"].il
 
 # %%
 for method in ("mag", "snip"):
-    records = grid(method, near(0.5, 1, 2)) + grid(method, near(0.5, 1, 2), scope="local")
+    records = grid(method, near(0.5, 1, 2)) + grid(
+        method, near(0.5, 1, 2), scope="local"
+    )
     label = run.label(method)
     table = report.effects(records, label, run.label(method, scope="local"))
-    tutorial.show(table, 2, title=f"{label}: one global threshold against one per layer")
-    tutorial.glue_numbers(f"ablations_scope_{method}", high_effect=float(table["effect"].iloc[-1]),
-                          verdict=judged(table, table.index[-1]))
+    tutorial.show(
+        table, 2, title=f"{label}: one global threshold against one per layer"
+    )
+    tutorial.glue_numbers(
+        f"ablations_scope_{method}",
+        high_effect=float(table["effect"].iloc[-1]),
+        verdict=judged(table, table.index[-1]),
+    )
 
 # %% [markdown]
 # ## Scoring data: one batch of 256 or ten
@@ -181,12 +254,17 @@ for method in ("mag", "snip"):
 
 # %%
 for method in ("snip", "grasp"):
-    records = grid(method, near(1, 2)) + grid(method, near(1, 2), prune_batches=10)
+    records = grid(method, near(1, 2)) + grid(
+        method, near(1, 2), prune_batches=10
+    )
     label = run.label(method)
     table = report.effects(records, label, run.label(method, prune_batches=10))
     tutorial.show(table, 2, title=f"{label}: scored on one batch against ten")
-    tutorial.glue_numbers(f"ablations_data_{method}", high_effect=float(table["effect"].iloc[-1]),
-                          verdict=judged(table, table.index[-1]))
+    tutorial.glue_numbers(
+        f"ablations_data_{method}",
+        high_effect=float(table["effect"].iloc[-1]),
+        verdict=judged(table, table.index[-1]),
+    )
 
 # %% [markdown]
 # ## IMP's rewind point: initialization or an early training step
@@ -198,14 +276,28 @@ for method in ("snip", "grasp"):
 # %%
 train_images = len(tutorial.preset_model(run.preset)[1][0])
 recipe = ss.experiment.PRESETS[run.preset].recipe
-early = max(1, round(0.01 * recipe.epochs * (train_images // recipe.batch_size)))
-rewinds = grid("imp", near(1, 2), iterations=2) + grid("imp", near(1, 2), iterations=2,
-                                                         rewind=early)
-table = report.effects(rewinds, run.label("imp", iterations=2),
-                       run.label("imp", iterations=2, rewind=early))
-tutorial.show(table, 2, title=f"IMP (2 Iters): rewound to initialization against step {early}")
-tutorial.glue_numbers("ablations_rewind", step=early, high_effect=float(table["effect"].iloc[-1]),
-                      verdict=judged(table, table.index[-1]))
+early = max(
+    1, round(0.01 * recipe.epochs * (train_images // recipe.batch_size))
+)
+rewinds = grid("imp", near(1, 2), iterations=2) + grid(
+    "imp", near(1, 2), iterations=2, rewind=early
+)
+table = report.effects(
+    rewinds,
+    run.label("imp", iterations=2),
+    run.label("imp", iterations=2, rewind=early),
+)
+tutorial.show(
+    table,
+    2,
+    title=f"IMP (2 Iters): rewound to initialization against step {early}",
+)
+tutorial.glue_numbers(
+    "ablations_rewind",
+    step=early,
+    high_effect=float(table["effect"].iloc[-1]),
+    verdict=judged(table, table.index[-1]),
+)
 
 # %% [markdown]
 # ## The survey's chance-level cells: which mistakes produce them?
@@ -227,31 +319,61 @@ with torch.no_grad():
     flow = float(positive_vgg(torch.ones(1, 3, 32, 32)).sum())
 largest = float(torch.finfo(torch.float32).max)
 tutorial.glue_numbers("ablations", synflow_flow=flow, float32_max=largest)
-print(f"SynFlow's R for the survey's VGG16 at initialization: {flow:.3g}; float32 holds up to "
-      f"{largest:.3g}, so the flow {'overflows' if flow > largest else 'does not overflow'}")
+print(
+    f"SynFlow's R for the survey's VGG16 at initialization: {flow:.3g}; "
+    "float32 holds up to "
+    f"{largest:.3g}, so the flow "
+    f"{'overflows' if flow > largest else 'does not overflow'}"
+)
 
 # %%
 highest = max(run.compressions)
 fast = dataclasses.replace(recipe, lr=10 * recipe.lr)
 tried = {
-    "SynFlow, one scoring round": [r for r in synflow if r["label"] == one_round],
+    "SynFlow, one scoring round": [
+        r for r in synflow if r["label"] == one_round
+    ],
     "Rand, 10 x learning rate": grid("rand", near(1, highest), recipe=fast),
     "SynFlow, 10 x learning rate": grid("synflow", [highest], recipe=fast),
-    "IMP (4 Iters), 10 x learning rate": grid("imp", [highest], iterations=4, recipe=fast),
-    "IMP (4 Iters), no rewind (fine-tuned)": grid("imp", [highest], iterations=4, rewind="none"),
-    "IMP (4 Iters), as the survey describes it": grid("imp", [highest], iterations=4),
+    "IMP (4 Iters), 10 x learning rate": grid(
+        "imp", [highest], iterations=4, recipe=fast
+    ),
+    "IMP (4 Iters), no rewind (fine-tuned)": grid(
+        "imp", [highest], iterations=4, rewind="none"
+    ),
+    "IMP (4 Iters), as the survey describes it": grid(
+        "imp", [highest], iterations=4
+    ),
 }
-outcome = pd.DataFrame([{"candidate": name, "compression": r["config"]["compression"],
-                         "status": r["status"],
-                         "accuracy (%)": 100 * r["metrics"]["test_acc"]
-                         if r["status"] == "finished" else float("nan")}
-                        for name, records in tried.items() for r in records])
-outcome["at chance (10 %)?"] = [s != "finished" or a < 11 for s, a in
-                                zip(outcome["status"], outcome["accuracy (%)"])]
-tutorial.show(outcome.set_index("candidate"), 2, title="Candidate explanations tried, and their outcome")
+outcome = pd.DataFrame(
+    [
+        {
+            "candidate": name,
+            "compression": r["config"]["compression"],
+            "status": r["status"],
+            "accuracy (%)": 100 * r["metrics"]["test_acc"]
+            if r["status"] == "finished"
+            else float("nan"),
+        }
+        for name, records in tried.items()
+        for r in records
+    ]
+)
+outcome["at chance (10 %)?"] = [
+    s != "finished" or a < 11
+    for s, a in zip(outcome["status"], outcome["accuracy (%)"])
+]
+tutorial.show(
+    outcome.set_index("candidate"),
+    2,
+    title="Candidate explanations tried, and their outcome",
+)
 chance = outcome[outcome["at chance (10 %)?"]]["candidate"].unique().tolist()
-tutorial.glue_numbers("ablations", chance_candidates=", ".join(chance) or "none",
-                      chance_count=len(chance))
+tutorial.glue_numbers(
+    "ablations",
+    chance_candidates=", ".join(chance) or "none",
+    chance_count=len(chance),
+)
 
 # %% [markdown]
 # ## Every choice at a glance
@@ -263,6 +385,15 @@ tutorial.glue_numbers("ablations", chance_candidates=", ".join(chance) or "none"
 from myst_nb import glue
 
 at_a_glance = pd.DataFrame(verdicts).set_index("variant")
-tutorial.show(at_a_glance, 2, title="Every ablation at a glance: effect against seed spread")
-glue("ablations_summary_table", at_a_glance.style.format(precision=2)
-     .format("{:g}", subset="compression").set_table_attributes('class="table"'), display=False)
+tutorial.show(
+    at_a_glance,
+    2,
+    title="Every ablation at a glance: effect against seed spread",
+)
+glue(
+    "ablations_summary_table",
+    at_a_glance.style.format(precision=2)
+    .format("{:g}", subset="compression")
+    .set_table_attributes('class="table"'),
+    display=False,
+)

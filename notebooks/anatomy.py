@@ -25,7 +25,7 @@
 # the late layers hardest leaves a remaining-FLOPs fraction far above its density.
 
 # %% tags=["parameters"]
-model_name: str = "vgg16"  # model to take apart (any name of sparse_survey.models.build)
+model_name: str = "vgg16"  # any name of sparse_survey.models.build
 width: float = 1.0  # channel multiplier (the laptop preset uses 0.25)
 image_size: int = 32  # input height and width
 in_channels: int = 3  # input channels
@@ -41,38 +41,71 @@ from sparse_survey import report, tutorial
 tutorial.refuse_unknown_parameters()
 model_name = tutorial.choice(model_name, "model_name", ss.models.MODELS)
 width = tutorial.positive(width, "width")
-for count, name in ((image_size, "image_size"), (in_channels, "in_channels"),
-                    (num_classes, "num_classes")):
+for count, name in (
+    (image_size, "image_size"),
+    (in_channels, "in_channels"),
+    (num_classes, "num_classes"),
+):
     tutorial.count(count, name)
 try:
-    model = ss.models.build(model_name, num_classes, in_channels, width, image_size=image_size)
-except ValueError as error:  # too small an image for the model, too wide for the memory
+    model = ss.models.build(
+        model_name, num_classes, in_channels, width, image_size=image_size
+    )
+# too small an image for the model, too wide for the memory
+except ValueError as error:
     raise tutorial.ParameterError(f"bad notebook parameter: {error}") from None
 input_shape = (in_channels, image_size, image_size)
 weights = {name: w.numel() for name, w in ss.masks.prunable(model).items()}
 macs = ss.profile.layer_macs(model, input_shape)
-table = pd.DataFrame({"shape": {n: " x ".join(map(str, w.shape))
-                                for n, w in ss.masks.prunable(model).items()},
-                      "weights": weights, "MACs per image": macs})
+table = pd.DataFrame(
+    {
+        "shape": {
+            n: " x ".join(map(str, w.shape))
+            for n, w in ss.masks.prunable(model).items()
+        },
+        "weights": weights,
+        "MACs per image": macs,
+    }
+)
 table["% of weights"] = 100 * table["weights"] / table["weights"].sum()
-table["% of MACs"] = 100 * table["MACs per image"] / table["MACs per image"].sum()
-tutorial.show(table.rename_axis("layer"), 1, title=f"Where {model_name}'s weights and compute sit")
+table["% of MACs"] = (
+    100 * table["MACs per image"] / table["MACs per image"].sum()
+)
+tutorial.show(
+    table.rename_axis("layer"),
+    1,
+    title=f"Where {model_name}'s weights and compute sit",
+)
 total = sum(p.numel() for p in model.parameters())
-print(f"{total:,} parameters, {sum(weights.values()):,} prunable; "
-      f"{sum(macs.values()) / 1e6:.1f} M multiply-accumulates per image")
+print(
+    f"{total:,} parameters, {sum(weights.values()):,} prunable; "
+    f"{sum(macs.values()) / 1e6:.1f} M multiply-accumulates per image"
+)
 
 # %%
 import matplotlib.pyplot as plt
 
-figure = report.anatomy_figure(weights, macs,
-                               f"{model_name} (width {width:g}): weights and compute by layer")
+figure = report.anatomy_figure(
+    weights,
+    macs,
+    f"{model_name} (width {width:g}): weights and compute by layer",
+)
 glue("anatomy_figure", figure)  # shown here and in the background chapter
 plt.close(figure)
 
 # %%
-late = list(weights)[-7:-1]  # the six last convolutions (512 channels in VGG16)
+# the six last convolutions (512 channels in VGG16)
+late = list(weights)[-7:-1]
 glue("anatomy_params", total, display=False)
 glue("anatomy_prunable", sum(weights.values()), display=False)
 glue("anatomy_macs_millions", sum(macs.values()) / 1e6, display=False)
-glue("anatomy_late_weight_share", float(table.loc[late, "% of weights"].sum()), display=False)
-glue("anatomy_late_mac_share", float(table.loc[late, "% of MACs"].sum()), display=False)
+glue(
+    "anatomy_late_weight_share",
+    float(table.loc[late, "% of weights"].sum()),
+    display=False,
+)
+glue(
+    "anatomy_late_mac_share",
+    float(table.loc[late, "% of MACs"].sum()),
+    display=False,
+)

@@ -25,12 +25,17 @@
 # runs the same dense kernels whatever its density, so neither time nor memory can fall with
 # compression. What real sparse kernels buy is measured separately (`python -m sparse_survey
 # bench sparse`).
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # whose records: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
+preset: str = "auto"  # whose records: a preset, or auto
 results: str = "results"  # folder of the results store
 figure_compression: float = 1.0  # compression of the per-layer density picture
-precision: str = "auto"  # whose runs: fp32, bf16, or "auto": the precision the preset's runs take here
+precision: str = "auto"  # whose runs: fp32, bf16 or "auto"
 
 # %%
 import pandas as pd
@@ -38,17 +43,30 @@ from IPython.display import Markdown, display
 
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, results=results, figure_compression=figure_compression,
-                          precision=precision)
+run = tutorial.parameters(
+    preset,
+    results=results,
+    figure_compression=figure_compression,
+    precision=precision,
+)
 # the survey's columns and the train-mode BN rows, at one precision
 records = tutorial.stored_runs(run.preset, run.results, run.precision)
 finished = [r for r in records if r["status"] == "finished"]
 minutes = sum(r["timings"]["total_s"] for r in records) / 60
-tutorial.glue_numbers("compare", runs=len(records), finished=len(finished), run_minutes=minutes,
-                      preset=run.preset, scale=report.scale(records))
-print(f"{len(records)} records at preset {run.preset}, {len(finished)} finished; their run "
-      f"times add up to {minutes:.1f} minutes "
-      f"(on {', '.join(sorted({report.host(r) for r in records}))})")
+tutorial.glue_numbers(
+    "compare",
+    runs=len(records),
+    finished=len(finished),
+    run_minutes=minutes,
+    preset=run.preset,
+    scale=report.scale(records),
+)
+print(
+    f"{len(records)} records at preset {run.preset}, {len(finished)} "
+    "finished; their run "
+    f"times add up to {minutes:.1f} minutes "
+    f"(on {', '.join(sorted({report.host(r) for r in records}))})"
+)
 
 # %% [markdown]
 # ## The tables
@@ -66,38 +84,72 @@ display(Markdown(report.tables_markdown(records)))
 gaps = []
 for name, spec in report.TABLES.items():
     compared = report.comparison(records, name)
-    if compared is None or not report.units_agree(name):  # no difference without one unit
+    # no difference without one unit
+    if compared is None or not report.units_agree(name):
         continue
     diffs = compared.xs("diff", axis=1, level=1).stack().dropna().abs()
     if not len(diffs):  # e.g. GPU memory, which no CPU run measures
         continue
-    gaps.append({"table": f"{spec.survey.replace('table', 'table ')}: {spec.title}",
-                 "cells compared": len(diffs), "mean absolute gap": diffs.mean()})
-    tutorial.glue_numbers("compare", **{f"{name}_gap": float(diffs.mean()),
-                                        f"{name}_cells": int(len(diffs))})
-tutorial.show(pd.DataFrame(gaps).set_index("table"), 3,
-              title="Mean absolute gap to the survey, per table")
+    gaps.append(
+        {
+            "table": f"{spec.survey.replace('table', 'table ')}: {spec.title}",
+            "cells compared": len(diffs),
+            "mean absolute gap": diffs.mean(),
+        }
+    )
+    tutorial.glue_numbers(
+        "compare",
+        **{
+            f"{name}_gap": float(diffs.mean()),
+            f"{name}_cells": int(len(diffs)),
+        },
+    )
+tutorial.show(
+    pd.DataFrame(gaps).set_index("table"),
+    3,
+    title="Mean absolute gap to the survey, per table",
+)
 flops_agreement = report.ordering_agreement(records, "flops")
-tutorial.glue_numbers("compare",
-                      flops_pairs_alike=float(flops_agreement["pairs ordered alike"].mean()))
+tutorial.glue_numbers(
+    "compare",
+    flops_pairs_alike=float(flops_agreement["pairs ordered alike"].mean()),
+)
 
 # %% [markdown]
 # ## Accuracy against compression, and where each method puts its weights
 
 # %%
-tutorial.show_figure(report.accuracy_figure(records), "compare_accuracy_figure")
+tutorial.show_figure(
+    report.accuracy_figure(records), "compare_accuracy_figure"
+)
 compression = report.nearest_compression(records, run.figure_compression)
-tutorial.show_figure(report.layer_density_figure(records, compression), "compare_density_figure")
+tutorial.show_figure(
+    report.layer_density_figure(records, compression), "compare_density_figure"
+)
 
 # %%
 mean = report.summary(records, "accuracy")[0]
 highest = max(mean.index)
 best = mean.loc[highest].idxmax()
-tutorial.glue_numbers("compare", highest_compression=float(highest), best_method=best,
-                      best_accuracy=float(mean.loc[highest, best]))
-print(f"best at compression {highest:g}: {best} with {mean.loc[highest, best]:.2f} %")
-tutorial.glue_numbers("compare", **{f"acc_high_{report.label_key(method)}":
-                                    float(mean.loc[highest, method]) for method in mean.columns})
+tutorial.glue_numbers(
+    "compare",
+    highest_compression=float(highest),
+    best_method=best,
+    best_accuracy=float(mean.loc[highest, best]),
+)
+print(
+    f"best at compression {highest:g}: {best} with "
+    f"{mean.loc[highest, best]:.2f} %"
+)
+tutorial.glue_numbers(
+    "compare",
+    **{
+        f"acc_high_{report.label_key(method)}": float(
+            mean.loc[highest, method]
+        )
+        for method in mean.columns
+    },
+)
 
 # %% [markdown]
 # ## The dense network
@@ -113,17 +165,29 @@ tutorial.glue_numbers("compare", **{f"acc_high_{report.label_key(method)}":
 dense = {}  # seed -> {accuracy: the machine that trained it}
 for r in finished:
     if r["config"]["method"] == "imp":
-        dense.setdefault(r["config"]["seed"], {})[100 * r["imp_rounds"][0]["test_acc"]] = \
-            report.host(r)
+        dense.setdefault(r["config"]["seed"], {})[
+            100 * r["imp_rounds"][0]["test_acc"]
+        ] = report.host(r)
 per_seed = [sum(a) / len(a) for a in dense.values()]
 dense_accuracy = sum(per_seed) / len(per_seed) if per_seed else float("nan")
-dense_range = max((max(a) - min(a) for a in dense.values()), default=float("nan"))
-tutorial.glue_numbers("compare", dense_accuracy=dense_accuracy, dense_range=dense_range)
+dense_range = max(
+    (max(a) - min(a) for a in dense.values()), default=float("nan")
+)
+tutorial.glue_numbers(
+    "compare", dense_accuracy=dense_accuracy, dense_range=dense_range
+)
 for seed, accuracies in sorted(dense.items()):
-    print(f"seed {seed}: dense " + ", ".join(f"{a:.2f} % ({machine})"
-                                             for a, machine in sorted(accuracies.items())))
-print(f"dense accuracy {dense_accuracy:.2f} %; data: "
-      + ", ".join(sorted({r["data"] for r in finished})))
+    print(
+        f"seed {seed}: dense "
+        + ", ".join(
+            f"{a:.2f} % ({machine})"
+            for a, machine in sorted(accuracies.items())
+        )
+    )
+print(
+    f"dense accuracy {dense_accuracy:.2f} %; data: "
+    + ", ".join(sorted({r["data"] for r in finished}))
+)
 
 # %% [markdown]
 # ## The survey's claims, tested
@@ -135,12 +199,26 @@ print(f"dense accuracy {dense_accuracy:.2f} %; data: "
 from myst_nb import glue
 
 agreement = report.ordering_agreement(records)
-tutorial.show(agreement, 2, title="Method pairs ordered as the survey orders them")
-glue("compare_agreement_table", agreement.style.format(precision=2).format_index("{:g}")
-     .set_table_attributes('class="table"'), display=False)
-glue("compare_accuracy_table", report.beside_survey(records, "accuracy").style
-     .set_table_attributes('class="table"'), display=False)
-tutorial.glue_numbers("compare", pairs_alike=float(agreement["pairs ordered alike"].mean()))
+tutorial.show(
+    agreement, 2, title="Method pairs ordered as the survey orders them"
+)
+glue(
+    "compare_agreement_table",
+    agreement.style.format(precision=2)
+    .format_index("{:g}")
+    .set_table_attributes('class="table"'),
+    display=False,
+)
+glue(
+    "compare_accuracy_table",
+    report.beside_survey(records, "accuracy").style.set_table_attributes(
+        'class="table"'
+    ),
+    display=False,
+)
+tutorial.glue_numbers(
+    "compare", pairs_alike=float(agreement["pairs ordered alike"].mean())
+)
 
 # %% [markdown]
 # **"IMP outperforms the one-shot methods, especially at high compression."** The best IMP
@@ -150,20 +228,31 @@ tutorial.glue_numbers("compare", pairs_alike=float(agreement["pairs ordered alik
 one_shot = [m for m in report.ONE_SHOT if m in mean]
 iterative = [m for m in mean if m.startswith("IMP")]
 both = mean[one_shot].notna().any(axis=1) & mean[iterative].notna().any(axis=1)
-edge = pd.DataFrame({"best one-shot": mean.loc[both, one_shot].idxmax(axis=1),
-                     "its accuracy": mean.loc[both, one_shot].max(axis=1),
-                     "best IMP": mean.loc[both, iterative].idxmax(axis=1),
-                     "IMP accuracy": mean.loc[both, iterative].max(axis=1)})
+edge = pd.DataFrame(
+    {
+        "best one-shot": mean.loc[both, one_shot].idxmax(axis=1),
+        "its accuracy": mean.loc[both, one_shot].max(axis=1),
+        "best IMP": mean.loc[both, iterative].idxmax(axis=1),
+        "IMP accuracy": mean.loc[both, iterative].max(axis=1),
+    }
+)
 edge["IMP - one-shot"] = edge["IMP accuracy"] - edge["its accuracy"]
 if len(edge):
-    tutorial.show(edge, 2, title="Best IMP against best one-shot method, per compression")
+    tutorial.show(
+        edge, 2, title="Best IMP against best one-shot method, per compression"
+    )
 else:
     print("no compression has both an IMP run and a one-shot run stored yet")
-tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[0]) if len(edge)
-                      else float("nan"),
-                      imp_edge_high=float(edge["IMP - one-shot"].iloc[-1]) if len(edge)
-                      else float("nan"),
-                      best_one_shot_high=edge["best one-shot"].iloc[-1] if len(edge) else "")
+tutorial.glue_numbers(
+    "compare",
+    imp_edge_low=float(edge["IMP - one-shot"].iloc[0])
+    if len(edge)
+    else float("nan"),
+    imp_edge_high=float(edge["IMP - one-shot"].iloc[-1])
+    if len(edge)
+    else float("nan"),
+    best_one_shot_high=edge["best one-shot"].iloc[-1] if len(edge) else "",
+)
 
 # %% [markdown]
 # **GraSP, the weakest at mild compression.** At each compression, how far GraSP sits below the
@@ -172,25 +261,45 @@ tutorial.glue_numbers("compare", imp_edge_low=float(edge["IMP - one-shot"].iloc[
 
 # %%
 others = [m for m in ("Rand", "Mag", "SNIP", "SynFlow") if m in mean]
-lags = pd.DataFrame({grasp: mean[others].min(axis=1) - mean[grasp]
-                     for grasp in ("GraSP", "GraSP (train-mode BN)") if grasp in mean and others},
-                    index=mean.index)
+lags = pd.DataFrame(
+    {
+        grasp: mean[others].min(axis=1) - mean[grasp]
+        for grasp in ("GraSP", "GraSP (train-mode BN)")
+        if grasp in mean and others
+    },
+    index=mean.index,
+)
 if lags.notna().any().any():
-    tutorial.show(lags.dropna(how="all"), 2, title="How far GraSP sits below the weakest other "
-                                                   "one-shot method, per compression")
+    tutorial.show(
+        lags.dropna(how="all"),
+        2,
+        title="How far GraSP sits below the weakest other "
+        "one-shot method, per compression",
+    )
 else:
-    print("GraSP and another one-shot method are not both stored at any compression yet")
+    print(
+        "GraSP and another one-shot method are not both stored at any "
+        "compression yet"
+    )
 nothing = pd.Series(float("nan"), index=mean.index)
 lag = lags.get("GraSP", nothing).dropna()
 behind = lag[lag > 0]
 train_lag = lags.get("GraSP (train-mode BN)", nothing).dropna()
-# what scoring in train mode gains GraSP, per compression (eval mode's lag less train mode's)
-train_gain = (lags.get("GraSP", nothing) - lags.get("GraSP (train-mode BN)", nothing)).dropna()
-tutorial.glue_numbers("compare", grasp_weakest=len(behind), grasp_compressions=len(lag),
-                      grasp_lag_min=float(behind.min()), grasp_lag_max=float(behind.max()),
-                      grasp_train_compressions=len(train_lag),
-                      grasp_train_lag_max=float(train_lag.max()),
-                      grasp_train_gain_max=float(train_gain.max()))
+# what scoring in train mode gains GraSP, per compression
+# (eval mode's lag less train mode's)
+train_gain = (
+    lags.get("GraSP", nothing) - lags.get("GraSP (train-mode BN)", nothing)
+).dropna()
+tutorial.glue_numbers(
+    "compare",
+    grasp_weakest=len(behind),
+    grasp_compressions=len(lag),
+    grasp_lag_min=float(behind.min()),
+    grasp_lag_max=float(behind.max()),
+    grasp_train_compressions=len(train_lag),
+    grasp_train_lag_max=float(train_lag.max()),
+    grasp_train_gain_max=float(train_gain.max()),
+)
 
 # %% [markdown]
 # **Layer collapse.** Prunable layers left with no weight at all (mean over seeds): such a
@@ -198,10 +307,16 @@ tutorial.glue_numbers("compare", grasp_weakest=len(behind), grasp_compressions=l
 
 # %%
 collapsed = report.collapsed_layers(records)
-tutorial.show(collapsed.T.rename_axis("method").rename(columns=lambda c: f"c = {c:g}"), 1,
-              title="Prunable layers left with no weight (mean over seeds)")
-tutorial.glue_numbers("compare", collapsed_max=float(collapsed.max().max()),
-                      collapsed_method=str(collapsed.max().idxmax()))
+tutorial.show(
+    collapsed.T.rename_axis("method").rename(columns=lambda c: f"c = {c:g}"),
+    1,
+    title="Prunable layers left with no weight (mean over seeds)",
+)
+tutorial.glue_numbers(
+    "compare",
+    collapsed_max=float(collapsed.max().max()),
+    collapsed_method=str(collapsed.max().idxmax()),
+)
 
 # %% [markdown]
 # **"SNIP, GraSP and SynFlow prune later layers more aggressively; IMP's extra iterations
@@ -211,9 +326,16 @@ tutorial.glue_numbers("compare", collapsed_max=float(collapsed.max().max()),
 # %%
 layers = len(finished[0]["layer_densities"])
 depth = report.depth_profile(records, compression, last=min(4, layers // 2))
-tutorial.show(depth, 4, title="Mean density of the first and the last prunable layers")
-tutorial.glue_numbers("compare", **{f"late_early_{report.label_key(method)}":
-                                    float(row["late / early"]) for method, row in depth.iterrows()})
+tutorial.show(
+    depth, 4, title="Mean density of the first and the last prunable layers"
+)
+tutorial.glue_numbers(
+    "compare",
+    **{
+        f"late_early_{report.label_key(method)}": float(row["late / early"])
+        for method, row in depth.iterrows()
+    },
+)
 
 # %% [markdown]
 # **"IMP gives lower inference time and memory."** How far each method's inference time and
@@ -222,21 +344,50 @@ tutorial.glue_numbers("compare", **{f"late_early_{report.label_key(method)}":
 # measurement noise.
 
 # %%
-spread = pd.DataFrame({
-    name: report.summary(report.uncontended(records, name), name)[0]
-    .pipe(lambda t: t.max() / t.min()) for name in ("inference_time", "cpu_memory")})
-tutorial.show(spread.rename_axis("method"), 3,
-              title="Largest over smallest mean across compressions, per method")
+spread = pd.DataFrame(
+    {
+        name: report.summary(report.uncontended(records, name), name)[0].pipe(
+            lambda t: t.max() / t.min()
+        )
+        for name in ("inference_time", "cpu_memory")
+    }
+)
+tutorial.show(
+    spread.rename_axis("method"),
+    3,
+    title="Largest over smallest mean across compressions, per method",
+)
 shared = [r for r in finished if report.contended(r, "inference_time")]
 alone = report.uncontended(finished, "inference_time")
-seconds = pd.DataFrame({"machine": [report.host(r) for r in alone],
-                        "inference time (s)": [r["metrics"]["time_s"] for r in alone]})
-by_machine = seconds.groupby("machine")["inference time (s)"].describe()[
-    ["count", "min", "50%", "max"]].rename(columns={"50%": "median"}).astype({"count": int})
-tutorial.show(by_machine, 2, title="Inference time of the test set by machine, runs timed alone")
-glue("compare_time_by_machine", by_machine.style.format(precision=2)
-     .set_table_attributes('class="table"'), display=False)
-tutorial.glue_numbers("compare", time_spread=float(spread["inference_time"].max()),
-                      memory_spread=float(spread["cpu_memory"].max()),
-                      contended_runs=len(shared))
-print(f"{len(shared)} of {len(finished)} runs were timed while other work shared the machine")
+seconds = pd.DataFrame(
+    {
+        "machine": [report.host(r) for r in alone],
+        "inference time (s)": [r["metrics"]["time_s"] for r in alone],
+    }
+)
+by_machine = (
+    seconds.groupby("machine")["inference time (s)"]
+    .describe()[["count", "min", "50%", "max"]]
+    .rename(columns={"50%": "median"})
+    .astype({"count": int})
+)
+tutorial.show(
+    by_machine,
+    2,
+    title="Inference time of the test set by machine, runs timed alone",
+)
+glue(
+    "compare_time_by_machine",
+    by_machine.style.format(precision=2).set_table_attributes('class="table"'),
+    display=False,
+)
+tutorial.glue_numbers(
+    "compare",
+    time_spread=float(spread["inference_time"].max()),
+    memory_spread=float(spread["cpu_memory"].max()),
+    contended_runs=len(shared),
+)
+print(
+    f"{len(shared)} of {len(finished)} runs were timed while other work "
+    "shared the machine"
+)

@@ -33,15 +33,20 @@
 # **static** ERK network (the same random start, never moved) is the baseline that separates what
 # moving connections buys from what the ERK densities alone buy. The question is the survey
 # reader's after its table 1: is IMP's lead worth its extra trainings?
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c (density 10^-c)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
 seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
-seeded_compressions: list = [1, 2]  # where SET, RigL and static ERK run every seed
-iters: list = [2, 3, 4]  # the IMP round counts to set beside them (their stored runs)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+seeded_compressions: list = [1, 2]  # c with every seed
+iters: list = [2, 3, 4]  # IMP round counts shown beside them
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import numpy as np
@@ -50,9 +55,14 @@ import pandas as pd
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
-seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
-          if c in run.compressions]
+run = tutorial.parameters(
+    preset, compressions, seeds, results, trains=True, precision=precision
+)
+seeded = [
+    c
+    for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
+    if c in run.compressions
+]
 rounds = tutorial.counts(iters, "iters")
 
 
@@ -64,9 +74,12 @@ def trained(method):
 
 
 def beside(method, **fields):
-    """Seed 0 at every compression (trained where missing), with every other seed the store
-    holds for those cells: the one definition of a cell every page quotes."""
-    records = tutorial.runs(run.configs(method, seeds=run.seeds[:1], **fields), run.results)
+    """Seed 0 at every compression (trained where missing), with every other
+    seed the store holds for those cells: the one definition of a cell every
+    page quotes."""
+    records = tutorial.runs(
+        run.configs(method, seeds=run.seeds[:1], **fields), run.results
+    )
     return tutorial.every_seed(records, run.results)
 
 
@@ -84,10 +97,16 @@ one_shot = [r for method in ss.pruners.METHODS for r in beside(method)]
 imp = [r for k in rounds for r in beside("imp", iterations=k)]
 records = [r for arm in dynamic.values() for r in arm] + one_shot + imp
 tutorial.glue_numbers("scratch", runs=len(records))
-tutorial.show(report.table(records, "accuracy").T.rename_axis("method")
-              .rename(columns=lambda c: f"c = {c:g}"),
-              title="Top-1 test accuracy (%)")
-tutorial.show_figure(report.accuracy_figure(records, with_survey=False), "scratch_accuracy_figure")
+tutorial.show(
+    report.table(records, "accuracy")
+    .T.rename_axis("method")
+    .rename(columns=lambda c: f"c = {c:g}"),
+    title="Top-1 test accuracy (%)",
+)
+tutorial.show_figure(
+    report.accuracy_figure(records, with_survey=False),
+    "scratch_accuracy_figure",
+)
 
 # %% [markdown]
 # ## What moved
@@ -97,21 +116,46 @@ tutorial.show_figure(report.accuracy_figure(records, with_survey=False), "scratc
 # random mask.
 
 # %%
-moved = pd.DataFrame([{"method": r["label"], "compression": r["config"]["compression"],
-                       "seed": r["config"]["seed"], **r["connectivity"]}
-                      for m in moving for r in dynamic[m] if r["status"] == "finished"])
-summary = (moved.groupby(["method", "compression"])
-           [["updates", "update_every", "moves_per_connection", "new_fraction"]].mean()
-           .rename(columns={"update_every": "every (steps)", "moves_per_connection": "moves per kept",
-                            "new_fraction": "new at the end"}))
-tutorial.show(summary.reset_index("compression"), 2,
-              title="Connectivity updates, per cell (mean over seeds)")
+moved = pd.DataFrame(
+    [
+        {
+            "method": r["label"],
+            "compression": r["config"]["compression"],
+            "seed": r["config"]["seed"],
+            **r["connectivity"],
+        }
+        for m in moving
+        for r in dynamic[m]
+        if r["status"] == "finished"
+    ]
+)
+summary = (
+    moved.groupby(["method", "compression"])[
+        ["updates", "update_every", "moves_per_connection", "new_fraction"]
+    ]
+    .mean()
+    .rename(
+        columns={
+            "update_every": "every (steps)",
+            "moves_per_connection": "moves per kept",
+            "new_fraction": "new at the end",
+        }
+    )
+)
+tutorial.show(
+    summary.reset_index("compression"),
+    2,
+    title="Connectivity updates, per cell (mean over seeds)",
+)
 by_compression = moved.groupby("compression")["new_fraction"].mean()
-tutorial.glue_numbers("scratch", new_fraction_max=float(moved["new_fraction"].max()),
-                      new_fraction_low=float(by_compression.iloc[0]),
-                      new_fraction_high=float(by_compression.iloc[-1]),
-                      moves_per_connection=float(moved["moves_per_connection"].mean()),
-                      updates=int(moved["updates"].median()))
+tutorial.glue_numbers(
+    "scratch",
+    new_fraction_max=float(moved["new_fraction"].max()),
+    new_fraction_low=float(by_compression.iloc[0]),
+    new_fraction_high=float(by_compression.iloc[-1]),
+    moves_per_connection=float(moved["moves_per_connection"].mean()),
+    updates=int(moved["updates"].median()),
+)
 
 # %% [markdown]
 # ## What each costs
@@ -134,20 +178,35 @@ def trainings(label):
 
 
 finished = [r for r in records if r["status"] == "finished"]
-costs = pd.DataFrame({"trainings per run": {label: trainings(label) for label in
-                                            report.ordered_labels(r["label"] for r in finished)}})
+costs = pd.DataFrame(
+    {
+        "trainings per run": {
+            label: trainings(label)
+            for label in report.ordered_labels(r["label"] for r in finished)
+        }
+    }
+)
 tutorial.show(costs.rename_axis("method"), 0, title="Trainings per run")
-tutorial.show_figure(report.cost_accuracy_figure(records, seeded, trainings),
-                     "scratch_cost_figure")
+tutorial.show_figure(
+    report.cost_accuracy_figure(records, seeded, trainings),
+    "scratch_cost_figure",
+)
 mean = report.summary(records, "accuracy")[0]
 survey_one_shot = [label for label in report.ONE_SHOT if label in mean.columns]
 for c in seeded:
     at = f"c{c:g}".replace(".", "_")
     best = mean.loc[c, survey_one_shot].idxmax()
-    tutorial.glue_numbers("scratch", **{f"{report.label_key(label)}_{at}": float(mean.at[c, label])
-                                        for label in mean.columns},
-                          **{f"best_one_shot_{at}": best,
-                             f"best_one_shot_accuracy_{at}": float(mean.at[c, best])})
+    tutorial.glue_numbers(
+        "scratch",
+        **{
+            f"{report.label_key(label)}_{at}": float(mean.at[c, label])
+            for label in mean.columns
+        },
+        **{
+            f"best_one_shot_{at}": best,
+            f"best_one_shot_accuracy_{at}": float(mean.at[c, best]),
+        },
+    )
 
 
 # %% [markdown]
@@ -164,16 +223,32 @@ spread = report.seed_spread(records)
 rows = []
 for method in moving:
     label = run.label(method)
-    effects = report.effects(dynamic["static"] + dynamic[method], static_label, label)
+    effects = report.effects(
+        dynamic["static"] + dynamic[method], static_label, label
+    )
     for c in seeded:
         if c not in effects.index:
             continue
         judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
-        rows.append({"method": label, "compression": c, f"{label} - static": effects.at[c, "effect"],
-                     "seeds": effects.at[c, "seeds"], "judged by": judged_by,
-                     "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
+        rows.append(
+            {
+                "method": label,
+                "compression": c,
+                f"{label} - static": effects.at[c, "effect"],
+                "seeds": effects.at[c, "seeds"],
+                "judged by": judged_by,
+                "verdict": report.verdict(effects.at[c, "effect"], judged_by),
+            }
+        )
         key = f"{report.label_key(label)}_over_static_c{c:g}".replace(".", "_")
-        tutorial.glue_numbers("scratch", **{key: float(effects.at[c, "effect"])})
+        tutorial.glue_numbers(
+            "scratch", **{key: float(effects.at[c, "effect"])}
+        )
 tutorial.glue_numbers("scratch", seed_spread=spread)
-tutorial.show(pd.DataFrame(rows).set_index("method"), 2,
-              title="What moving the connections adds to the static ERK network (points)")
+tutorial.show(
+    pd.DataFrame(rows).set_index("method"),
+    2,
+    title=(
+        "What moving the connections adds to the static ERK network (points)"
+    ),
+)

@@ -28,14 +28,19 @@
 # signed; keeping the highest $S$ is the paper's "remove the largest $-w \odot Hg$". $Hg$ comes
 # from a double backward pass. The score is signed, so GraSP can prefer weights by their sign:
 # the laptop-scale runs found it keeps mostly positive weights in the middle layers.
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-bn_mode: str = "eval"  # BatchNorm while scoring: "eval" (the survey's code) or "train" (GraSP's own)
-seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
+bn_mode: str = "eval"  # BatchNorm: "eval" (survey) or "train" (GraSP's)
+seeds: int = 1  # seeds per compression
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import torch
@@ -43,8 +48,15 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="grasp", bn_mode=bn_mode,
-                          precision=precision)
+run = tutorial.parameters(
+    preset,
+    compressions,
+    seeds,
+    results,
+    method="grasp",
+    bn_mode=bn_mode,
+    precision=precision,
+)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
@@ -60,8 +72,11 @@ with ss.pruners.scoring_mode(model, bn_mode):
 scores = {n: w.detach() * hg[n] for n, w in ss.masks.prunable(model).items()}
 packaged = ss.pruners.score(model, "grasp", batches, bn_mode=bn_mode)
 assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
-tutorial.show_figure(report.score_figure(
-    scores, "GraSP scores per layer at initialization (magnitude)"))
+tutorial.show_figure(
+    report.score_figure(
+        scores, "GraSP scores per layer at initialization (magnitude)"
+    )
+)
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -70,7 +85,11 @@ tutorial.show_figure(report.score_figure(
 # spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
+tutorial.show(
+    tutorial.prune_once(run, model, batches),
+    4,
+    title="Density of each prunable layer",
+)
 
 # %% [markdown]
 # ## Its failure mode: a sign-biased mask
@@ -84,10 +103,18 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of eac
 
 # %%
 positive = tutorial.positive_shares(model)
-tutorial.show(positive.to_frame(), 3, title="Share of kept weights that are positive, per layer")
-layers = positive.drop("hidden layers").iloc[1:-1]  # the first and the classifier left out
-tutorial.glue_numbers("grasp", positive_share_max=float(layers.max()),
-                      positive_share_hidden=float(positive["hidden layers"]))
+tutorial.show(
+    positive.to_frame(),
+    3,
+    title="Share of kept weights that are positive, per layer",
+)
+# the first and the classifier left out
+layers = positive.drop("hidden layers").iloc[1:-1]
+tutorial.glue_numbers(
+    "grasp",
+    positive_share_max=float(layers.max()),
+    positive_share_hidden=float(positive["hidden layers"]),
+)
 
 # %% [markdown]
 # ## Trained across the survey's compressions
@@ -100,7 +127,12 @@ tutorial.glue_numbers("grasp", positive_share_max=float(layers.max()),
 records = tutorial.trained(run)
 mildest = min(records, key=lambda r: r["config"]["compression"])
 first_epoch = 100 * mildest["history"][0]["train_acc"]
-tutorial.glue_numbers("grasp", mildest_compression=float(mildest["config"]["compression"]),
-                      first_epoch_train_acc=first_epoch)
-print(f"training accuracy after the first epoch at compression "
-      f"{mildest['config']['compression']:g}: {first_epoch:.1f} %")
+tutorial.glue_numbers(
+    "grasp",
+    mildest_compression=float(mildest["config"]["compression"]),
+    first_epoch_train_acc=first_epoch,
+)
+print(
+    f"training accuracy after the first epoch at compression "
+    f"{mildest['config']['compression']:g}: {first_epoch:.1f} %"
+)

@@ -25,22 +25,35 @@
 # survey found IMP ahead of the one-shot methods, most of all at high compression. Each extra
 # round is a full training, so IMP (4 Iters) costs five trainings (the dense one is shared
 # across every IMP configuration of a sweep through the cache).
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again. Papermill puts the values
+# given with `-p` in a cell of its own after this one (the book's copy: `-p iters 4`).
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-iters: int = 2  # IMP prune rounds, the survey's "IMP (k Iters)" (a run's `iterations`)
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # final compressions c (density 10^-c)
-rewind: str = "init"  # rewind the survivors to "init" (the survey's) or to a training step, e.g. 40
-seeds: int = 1  # seeds of weights and data order (mean and spread when more than one)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+iters: int = 2  # IMP rounds: the survey's "IMP (k Iters)"
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # final c (density 10^-c)
+rewind: str = "init"  # "init" (survey) or a step, e.g. 40
+seeds: int = 1  # seeds per compression
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
-                          iterations=tutorial.count(iters, "iters"), rewind=rewind,
-                          precision=precision)
+run = tutorial.parameters(
+    preset,
+    compressions,
+    seeds,
+    results,
+    method="imp",
+    iterations=tutorial.count(iters, "iters"),
+    rewind=rewind,
+    precision=precision,
+)
 
 # %% [markdown]
 # ## The runs
@@ -59,7 +72,9 @@ tutorial.glue_numbers("imp", iterations=iters)
 # dense network).
 
 # %%
-tutorial.show(report.imp_rounds(records), 3, title="Every round of every IMP run")
+tutorial.show(
+    report.imp_rounds(records), 3, title="Every round of every IMP run"
+)
 
 # %% [markdown]
 # ## Where the weights go
@@ -67,5 +82,8 @@ tutorial.show(report.imp_rounds(records), 3, title="Every round of every IMP run
 # The density of each layer of the final ticket, at the compression nearest 1.
 
 # %%
-tutorial.show_figure(report.layer_density_figure(
-    records, report.nearest_compression(records, 1.0)))
+tutorial.show_figure(
+    report.layer_density_figure(
+        records, report.nearest_compression(records, 1.0)
+    )
+)

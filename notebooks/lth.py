@@ -26,20 +26,32 @@
 # shuffled within each layer (layerwise shuffle: same per-layer density, new positions). After
 # $k$ rounds to compression $c$ the ticket keeps $\operatorname{round}(10^{-c} N)$ weights; round
 # $r$ keeps $10^{-c r / k}$ of them.
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.5, 1, 2]  # final compressions c of the tickets (density 10^-c)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.5, 1, 2]  # the tickets' final c (density 10^-c)
 iters: int = 2  # IMP prune rounds per ticket (a run's `iterations`)
-seeds: int = 1  # seeds of weights and data order (mean over seeds when more than one)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+seeds: int = 1  # seeds per compression
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
-                          iterations=tutorial.count(iters, "iters"), precision=precision)
+run = tutorial.parameters(
+    preset,
+    compressions,
+    seeds,
+    results,
+    method="imp",
+    iterations=tutorial.count(iters, "iters"),
+    precision=precision,
+)
 
 # %% [markdown]
 # ## Tickets and their controls
@@ -49,16 +61,31 @@ run = tutorial.parameters(preset, compressions, seeds, results, method="imp",
 # All three are stored runs (`control` is part of a run's configuration), so a rerun reuses them.
 
 # %%
-arms = {"winning ticket": None, "random reinit": "reinit", "layerwise shuffle": "shuffle"}
-table = report.controls_table({name: tutorial.runs(run.configs(control=control), run.results)
-                               for name, control in arms.items()})
+arms = {
+    "winning ticket": None,
+    "random reinit": "reinit",
+    "layerwise shuffle": "shuffle",
+}
+table = report.controls_table(
+    {
+        name: tutorial.runs(run.configs(control=control), run.results)
+        for name, control in arms.items()
+    }
+)
 tutorial.show(table, 2, title="Winning ticket against its two controls")
-tutorial.show_figure(report.controls_figure(
-    table, f"winning tickets against random tickets ({iters} IMP rounds)"), "lth_figure")
+tutorial.show_figure(
+    report.controls_figure(
+        table, f"winning tickets against random tickets ({iters} IMP rounds)"
+    ),
+    "lth_figure",
+)
 
 # %%
 sparsest = table.iloc[-1]
-tutorial.glue_numbers("lth", density=float(sparsest["density"]),
-                      ticket_accuracy=float(sparsest["winning ticket"]),
-                      reinit_accuracy=float(sparsest["random reinit"]),
-                      shuffle_accuracy=float(sparsest["layerwise shuffle"]))
+tutorial.glue_numbers(
+    "lth",
+    density=float(sparsest["density"]),
+    ticket_accuracy=float(sparsest["winning ticket"]),
+    reinit_accuracy=float(sparsest["random reinit"]),
+    shuffle_accuracy=float(sparsest["layerwise shuffle"]),
+)

@@ -27,14 +27,19 @@
 #
 # and a global threshold keeps the $\operatorname{round}(10^{-c} N)$ highest scores of the $N$ prunable
 # weights. Iterated with training and rewinding it becomes IMP (see the IMP notebook).
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-scope: str = "global"  # one threshold over all layers (global, the survey's) or one per layer (local)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
+seeds: int = 1  # seeds per compression
+scope: str = "global"  # "global" (survey) or "local"
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import warnings
@@ -45,8 +50,15 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="mag", scope=scope,
-                          precision=precision)
+run = tutorial.parameters(
+    preset,
+    compressions,
+    seeds,
+    results,
+    method="mag",
+    scope=scope,
+    precision=precision,
+)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
@@ -58,10 +70,16 @@ model, batches = tutorial.model_and_batches(run)
 # which read 512 channels through 3x3 kernels, score lowest.
 
 # %%
-scores = {name: w.detach().abs() for name, w in ss.masks.prunable(model).items()}
-assert all(torch.equal(s, scores[n]) for n, s in ss.pruners.score(model, "mag").items())
-tutorial.show_figure(report.score_figure(
-    scores, "Magnitude scores per layer at initialization"))
+scores = {
+    name: w.detach().abs() for name, w in ss.masks.prunable(model).items()
+}
+assert all(
+    torch.equal(s, scores[n])
+    for n, s in ss.pruners.score(model, "mag").items()
+)
+tutorial.show_figure(
+    report.score_figure(scores, "Magnitude scores per layer at initialization")
+)
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -70,7 +88,11 @@ tutorial.show_figure(report.score_figure(
 # spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
+tutorial.show(
+    tutorial.prune_once(run, model, batches),
+    4,
+    title="Density of each prunable layer",
+)
 
 # %% [markdown]
 # ## Its failure mode: emptied layers
@@ -83,14 +105,18 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of eac
 
 # %%
 emptied = {}
-with warnings.catch_warnings():  # prune warns of each collapse; here the table counts them
+# prune warns of each collapse; here the table counts them
+with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*layer collapse")
     for c in (1, 2, 2.5, 3):
         copy = tutorial.preset_model(run.preset)[0]
         kept = ss.pruners.prune(copy, "mag", c, scope=run.fields["scope"])
         emptied[c] = sum(int(m.sum()) == 0 for m in kept.values())
-tutorial.show(pd.DataFrame({"emptied layers": emptied}).rename_axis("compression"), 0,
-              title="Prunable layers that global magnitude pruning empties")
+tutorial.show(
+    pd.DataFrame({"emptied layers": emptied}).rename_axis("compression"),
+    0,
+    title="Prunable layers that global magnitude pruning empties",
+)
 
 # %% [markdown]
 # ## Trained across the survey's compressions

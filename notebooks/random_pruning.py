@@ -28,13 +28,18 @@
 # and the $\operatorname{round}(10^{-c} N)$ highest scores of the $N$ prunable weights are kept.
 # Each layer's kept count is then close to binomial with mean $d\,n_l$, so a small layer at high
 # compression can lose all its weights by chance.
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-seeds: int = 1  # seeds of the random scores and the training (mean and spread when more than one)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
+seeds: int = 1  # seeds per compression
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import pandas as pd
@@ -43,7 +48,9 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="rand", precision=precision)
+run = tutorial.parameters(
+    preset, compressions, seeds, results, method="rand", precision=precision
+)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
@@ -54,10 +61,19 @@ model, batches = tutorial.model_and_batches(run)
 
 # %%
 generator = torch.Generator().manual_seed(7)
-scores = {n: torch.randn(w.shape, generator=generator) for n, w in ss.masks.prunable(model).items()}
-assert all(torch.equal(s.cpu(), scores[n]) for n, s in ss.pruners.score(model, "rand", seed=7).items())
-tutorial.show_figure(report.score_figure(
-    scores, "Random scores per layer (i.i.d. standard normal)"))
+scores = {
+    n: torch.randn(w.shape, generator=generator)
+    for n, w in ss.masks.prunable(model).items()
+}
+assert all(
+    torch.equal(s.cpu(), scores[n])
+    for n, s in ss.pruners.score(model, "rand", seed=7).items()
+)
+tutorial.show_figure(
+    report.score_figure(
+        scores, "Random scores per layer (i.i.d. standard normal)"
+    )
+)
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -65,7 +81,11 @@ tutorial.show_figure(report.score_figure(
 # Every layer keeps about the same fraction: the overall density.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
+tutorial.show(
+    tutorial.prune_once(run, model, batches),
+    4,
+    title="Density of each prunable layer",
+)
 
 # %% [markdown]
 # ## Its failure mode: small layers left with a handful of weights
@@ -80,8 +100,11 @@ for c in (1, 2):
     copy = tutorial.preset_model(run.preset)[0]
     counts = ss.pruners.prune(copy, "rand", c, seed=0)
     kept[f"kept at c = {c:g}"] = {n: int(m.sum()) for n, m in counts.items()}
-tutorial.show(pd.DataFrame(kept).rename_axis("layer").head(3), 0,
-              title="Weights kept in the first three layers")
+tutorial.show(
+    pd.DataFrame(kept).rename_axis("layer").head(3),
+    0,
+    title="Weights kept in the first three layers",
+)
 
 # %% [markdown]
 # ## Trained across the survey's compressions

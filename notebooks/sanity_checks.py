@@ -37,16 +37,21 @@
 # (a lottery ticket with rewinding; the step chosen below by measurement), and rewound to the
 # initialization (the original lottery ticket), a third line that collapses at high
 # compression.
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-methods: list = ["mag", "snip", "grasp", "synflow"]  # the one-shot methods to check
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+methods: list = ["mag", "snip", "grasp", "synflow"]  # methods to check
 compressions: list = [0.5, 1, 2]  # compressions c (density 10^-c)
 seeds: int = 3  # seeds at the seeded compressions (one seed elsewhere)
-seeded_compressions: list = [1, 2]  # where every method, control and reference run every seed
-rewind_fractions: list = [0.01, 0.05, 0.1]  # early steps a ticket may rewind to, as shares of the training
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+seeded_compressions: list = [1, 2]  # c with every seed
+rewind_fractions: list = [0.01, 0.05, 0.1]  # rewind steps / all steps
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import math
@@ -58,23 +63,35 @@ from myst_nb import glue
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, trains=True, precision=precision)
+run = tutorial.parameters(
+    preset, compressions, seeds, results, trains=True, precision=precision
+)
 if not methods:
-    raise tutorial.ParameterError("bad notebook parameter: methods must name at least one of "
-                                  f"{', '.join(ss.pruners.METHODS)}")
-methods = [tutorial.choice(m, "each of methods", ss.pruners.METHODS) for m in methods]
-seeded = [c for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
-          if c in run.compressions]
+    raise tutorial.ParameterError(
+        "bad notebook parameter: methods must name at least one of "
+        f"{', '.join(ss.pruners.METHODS)}"
+    )
+methods = [
+    tutorial.choice(m, "each of methods", ss.pruners.METHODS) for m in methods
+]
+seeded = [
+    c
+    for c in tutorial.numbers(seeded_compressions, "seeded_compressions")
+    if c in run.compressions
+]
 CONTROLS = ("shuffle", "reinit", "invert", "invert_layer")
 
 
 def stored(method, **fields):
-    """The records of one arm: seed 0 at every compression, every seed at the seeded ones (run
-    here when not stored), and every other seed the store holds for those cells, so that a
-    cell's number is the mean over all its stored seeds, as on every page of the book."""
+    """The records of one arm: seed 0 at every compression, every seed at the
+    seeded ones (run here when not stored), and every other seed the store
+    holds for those cells, so that a cell's number is the mean over all its
+    stored seeds, as on every page of the book."""
     configs = run.configs(method, seeds=run.seeds[:1], **fields)
     configs += run.configs(method, seeded, run.seeds[1:], **fields)
-    return tutorial.every_seed(tutorial.runs(configs, run.results), run.results)
+    return tutorial.every_seed(
+        tutorial.runs(configs, run.results), run.results
+    )
 
 
 # %% [markdown]
@@ -85,9 +102,19 @@ def stored(method, **fields):
 # reuses them.
 
 # %%
-arms = {method: {None: stored(method), **{c: stored(method, control=c) for c in CONTROLS}}
-        for method in methods}
-everything = [r for method in arms.values() for records in method.values() for r in records]
+arms = {
+    method: {
+        None: stored(method),
+        **{c: stored(method, control=c) for c in CONTROLS},
+    }
+    for method in methods
+}
+everything = [
+    r
+    for method in arms.values()
+    for records in method.values()
+    for r in records
+]
 spread = report.seed_spread(everything)
 
 # %% [markdown]
@@ -101,39 +128,92 @@ spread = report.seed_spread(everything)
 
 # %%
 config = run.configs("imp", seeds=run.seeds[:1], iterations=1)[0]
-steps_per_epoch = len(ss.experiment.dataset(config.dataset, limit_per_class=config.limit_per_class,
-                                            progress=False)[0]) // config.recipe.batch_size
+steps_per_epoch = (
+    len(
+        ss.experiment.dataset(
+            config.dataset,
+            limit_per_class=config.limit_per_class,
+            progress=False,
+        )[0]
+    )
+    // config.recipe.batch_size
+)
 total_steps = config.recipe.epochs * steps_per_epoch
-candidates = [round(f * total_steps) for f in tutorial.numbers(rewind_fractions,
-                                                               "rewind_fractions")]
-tickets = {step: tutorial.runs(run.configs("imp", seeds=run.seeds[:1], iterations=1,
-                                           rewind=step), run.results) for step in candidates}
+candidates = [
+    round(f * total_steps)
+    for f in tutorial.numbers(rewind_fractions, "rewind_fractions")
+]
+tickets = {
+    step: tutorial.runs(
+        run.configs("imp", seeds=run.seeds[:1], iterations=1, rewind=step),
+        run.results,
+    )
+    for step in candidates
+}
 highest = max(run.compressions)
-at_highest = {step: 100 * next(r["metrics"]["test_acc"] for r in records
-                               if r["config"]["compression"] == highest)
-              for step, records in tickets.items()}
+at_highest = {
+    step: 100
+    * next(
+        r["metrics"]["test_acc"]
+        for r in records
+        if r["config"]["compression"] == highest
+    )
+    for step, records in tickets.items()
+}
 best = max(at_highest.values())
 rewind_step = min(s for s, a in at_highest.items() if best - a <= 2 * spread)
-choice = pd.DataFrame({"step": candidates,
-                       "share of training": [f"{s / total_steps:.1%}" for s in candidates],
-                       **{f"c = {c:g}": [100 * next(r["metrics"]["test_acc"] for r in tickets[s]
-                                                    if r["config"]["compression"] == c)
-                                         for s in candidates] for c in run.compressions}})
-tutorial.show(choice.set_index("step"), 2,
-              title=f"A lottery ticket rewound to each candidate step, seed 0: top-1 test "
-              f"accuracy (%); chosen: step {rewind_step}")
-tutorial.glue_numbers("sanity", rewind_step=rewind_step, total_steps=total_steps,
-                      rewind_share=rewind_step / total_steps)
+choice = pd.DataFrame(
+    {
+        "step": candidates,
+        "share of training": [f"{s / total_steps:.1%}" for s in candidates],
+        **{
+            f"c = {c:g}": [
+                100
+                * next(
+                    r["metrics"]["test_acc"]
+                    for r in tickets[s]
+                    if r["config"]["compression"] == c
+                )
+                for s in candidates
+            ]
+            for c in run.compressions
+        },
+    }
+)
+tutorial.show(
+    choice.set_index("step"),
+    2,
+    title=(
+        "A lottery ticket rewound to each candidate step, seed 0: top-1 "
+        f"test accuracy (%); chosen: step {rewind_step}"
+    ),
+)
+tutorial.glue_numbers(
+    "sanity",
+    rewind_step=rewind_step,
+    total_steps=total_steps,
+    rewind_share=rewind_step / total_steps,
+)
 
-REFERENCES = {"fine-tuned": {"rewind": "none"}, "rewound early": {"rewind": rewind_step},
-              "rewound to init": {}}
-references = {name: stored("imp", iterations=1, **fields) for name, fields in REFERENCES.items()}
-reference_labels = {name: run.label("imp", iterations=1, **fields)
-                    for name, fields in REFERENCES.items()}
+REFERENCES = {
+    "fine-tuned": {"rewind": "none"},
+    "rewound early": {"rewind": rewind_step},
+    "rewound to init": {},
+}
+references = {
+    name: stored("imp", iterations=1, **fields)
+    for name, fields in REFERENCES.items()
+}
+reference_labels = {
+    name: run.label("imp", iterations=1, **fields)
+    for name, fields in REFERENCES.items()
+}
 everything += [r for records in references.values() for r in records]
 spread = report.seed_spread(everything)
 tutorial.glue_numbers("sanity", seed_spread=spread, runs=len(everything))
-print(f"{len(everything)} runs; typical seed-to-seed spread {spread:.2f} points")
+print(
+    f"{len(everything)} runs; typical seed-to-seed spread {spread:.2f} points"
+)
 
 # %% [markdown]
 # ## Accuracy of each method and its controls
@@ -145,11 +225,16 @@ print(f"{len(everything)} runs; typical seed-to-seed spread {spread:.2f} points"
 after_training = [r for records in references.values() for r in records]
 for method, records in arms.items():
     mine = [r for arm in records.values() for r in arm] + after_training
-    tutorial.show(report.table(mine, "accuracy").T.rename_axis("arm")
-                  .rename(columns=lambda c: f"c = {c:g}"),
-                  title=f"{ss.pruners.METHODS[method].label}: top-1 test accuracy (%)")
-    tutorial.show_figure(report.accuracy_figure(mine, with_survey=False),
-                         f"sanity_{method}_figure")
+    tutorial.show(
+        report.table(mine, "accuracy")
+        .T.rename_axis("arm")
+        .rename(columns=lambda c: f"c = {c:g}"),
+        title=f"{ss.pruners.METHODS[method].label}: top-1 test accuracy (%)",
+    )
+    tutorial.show_figure(
+        report.accuracy_figure(mine, with_survey=False),
+        f"sanity_{method}_figure",
+    )
 
 # %% [markdown]
 # ## The verdicts
@@ -163,21 +248,38 @@ rows = []
 for method, records in arms.items():
     base = run.label(method)
     for control in CONTROLS:
-        effects = report.effects(records[None] + records[control], base,
-                                 run.label(method, control=control))
+        effects = report.effects(
+            records[None] + records[control],
+            base,
+            run.label(method, control=control),
+        )
         for c in seeded:
             if c not in effects.index:
                 continue
-            judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
-            rows.append({"method": base, "control": ss.experiment.CONTROLS[control],
-                         "compression": c, "effect": effects.at[c, "effect"],
-                         "judged by": judged_by,
-                         "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
+            judged_by = float(
+                np.nanmax([spread, effects.at[c, "seed spread"]])
+            )
+            rows.append(
+                {
+                    "method": base,
+                    "control": ss.experiment.CONTROLS[control],
+                    "compression": c,
+                    "effect": effects.at[c, "effect"],
+                    "judged by": judged_by,
+                    "verdict": report.verdict(
+                        effects.at[c, "effect"], judged_by
+                    ),
+                }
+            )
 verdicts = pd.DataFrame(rows).set_index("method")
-tutorial.show(verdicts, 2, title="Each control's effect on accuracy (points), per method")
+tutorial.show(
+    verdicts, 2, title="Each control's effect on accuracy (points), per method"
+)
 for row in rows:
-    key = (f"{report.label_key(row['method'])}_{report.label_key(row['control'])}"
-           f"_c{row['compression']:g}".replace(".", "_"))
+    key = (
+        f"{report.label_key(row['method'])}_{report.label_key(row['control'])}"
+        f"_c{row['compression']:g}".replace(".", "_")
+    )
     tutorial.glue_numbers("sanity", **{f"{key}_effect": float(row["effect"])})
 
 # %% [markdown]
@@ -195,17 +297,36 @@ for method, records in arms.items():
         for c in seeded:
             if c not in effects.index:
                 continue
-            judged_by = float(np.nanmax([spread, effects.at[c, "seed spread"]]))
-            gaps.append({"method": base, "reference": name, "compression": c,
-                         "method - reference": effects.at[c, "effect"],
-                         "seeds": effects.at[c, "seeds"], "judged by": judged_by,
-                         "verdict": report.verdict(effects.at[c, "effect"], judged_by)})
-            key = (f"{report.label_key(base)}_after_{report.label_key(name)}_c{c:g}"
-                   .replace(".", "_"))
-            tutorial.glue_numbers("sanity", **{f"{key}_gap": float(effects.at[c, "effect"])})
-tutorial.show(pd.DataFrame(gaps).set_index("method"), 2,
-              title="Each method against pruning after training (one round of IMP: fine-tuned, "
-              f"rewound to step {rewind_step}, rewound to initialization), points")
+            judged_by = float(
+                np.nanmax([spread, effects.at[c, "seed spread"]])
+            )
+            gaps.append(
+                {
+                    "method": base,
+                    "reference": name,
+                    "compression": c,
+                    "method - reference": effects.at[c, "effect"],
+                    "seeds": effects.at[c, "seeds"],
+                    "judged by": judged_by,
+                    "verdict": report.verdict(
+                        effects.at[c, "effect"], judged_by
+                    ),
+                }
+            )
+            after = f"{report.label_key(base)}_after_{report.label_key(name)}"
+            key = f"{after}_c{c:g}".replace(".", "_")
+            tutorial.glue_numbers(
+                "sanity", **{f"{key}_gap": float(effects.at[c, "effect"])}
+            )
+tutorial.show(
+    pd.DataFrame(gaps).set_index("method"),
+    2,
+    title=(
+        "Each method against pruning after training (one round of IMP: "
+        f"fine-tuned, rewound to step {rewind_step}, rewound to "
+        "initialization), points"
+    ),
+)
 
 # %% [markdown]
 # ## At a glance
@@ -218,22 +339,49 @@ tutorial.show(pd.DataFrame(gaps).set_index("method"), 2,
 def judged(effect, spread):
     if math.isnan(spread):
         return f"{effect:+.1f} (no spread)"
-    return f"{effect:+.1f}" + (" matters" if report.matters(effect, spread) else "")
+    return f"{effect:+.1f}" + (
+        " matters" if report.matters(effect, spread) else ""
+    )
 
 
 glance = pd.DataFrame(
-    [{"method": r["method"], "against": f"{r['control']} - method",
-      "compression": r["compression"], "effect": judged(r["effect"], r["judged by"])}
-     for r in rows]
-    + [{"method": g["method"], "against": f"method - after training, {g['reference']}",
-        "compression": g["compression"], "effect": judged(g["method - reference"],
-                                                          g["judged by"])} for g in gaps])
-glance = glance.pivot_table(index=["method", "against"], columns="compression", values="effect",
-                            aggfunc="first", sort=False).rename(columns=lambda c: f"c = {c:g}")
+    [
+        {
+            "method": r["method"],
+            "against": f"{r['control']} - method",
+            "compression": r["compression"],
+            "effect": judged(r["effect"], r["judged by"]),
+        }
+        for r in rows
+    ]
+    + [
+        {
+            "method": g["method"],
+            "against": f"method - after training, {g['reference']}",
+            "compression": g["compression"],
+            "effect": judged(g["method - reference"], g["judged by"]),
+        }
+        for g in gaps
+    ]
+)
+glance = glance.pivot_table(
+    index=["method", "against"],
+    columns="compression",
+    values="effect",
+    aggfunc="first",
+    sort=False,
+).rename(columns=lambda c: f"c = {c:g}")
 glance = glance.rename_axis(columns=None).reset_index(level="against")
-tutorial.show(glance, title="Every control's effect and each method's distance to pruning "
-              "after training (points)")
-glue("sanity_glance_table", glance.style.set_table_attributes('class="table"'), display=False)
+tutorial.show(
+    glance,
+    title="Every control's effect and each method's distance to pruning "
+    "after training (points)",
+)
+glue(
+    "sanity_glance_table",
+    glance.style.set_table_attributes('class="table"'),
+    display=False,
+)
 
 # %% [markdown]
 # ## What the shuffle keeps, and where inverting puts the weights
@@ -248,17 +396,35 @@ def cell(record):
     return record["config"]["compression"], record["config"]["seed"]
 
 
-pairs = [(plain, moved) for records in arms.values() for plain in records[None]
-         for moved in records["shuffle"] if cell(plain) == cell(moved)
-         and plain["status"] == moved["status"] == "finished"]
-kept = all(plain["layer_densities"] == moved["layer_densities"] for plain, moved in pairs)
+pairs = [
+    (plain, moved)
+    for records in arms.values()
+    for plain in records[None]
+    for moved in records["shuffle"]
+    if cell(plain) == cell(moved)
+    and plain["status"] == moved["status"] == "finished"
+]
+kept = all(
+    plain["layer_densities"] == moved["layer_densities"]
+    for plain, moved in pairs
+)
 tutorial.glue_numbers("sanity", shuffle_pairs=len(pairs))
-print(f"{len(pairs)} method and shuffle pairs; every layer's density the same in each: {kept}")
+print(
+    f"{len(pairs)} method and shuffle pairs; every layer's density the same "
+    f"in each: {kept}"
+)
 assert kept, "a shuffled mask changed a layer's density"
 middle = min(run.compressions, key=lambda c: abs(c - 1))
-first_seed = [r for records in arms.values() for arm in (records[None], records["invert"])
-              for r in arm if r["config"]["seed"] == run.seeds[0]]
-tutorial.show_figure(report.layer_density_figure(first_seed, middle), "sanity_density_figure")
+first_seed = [
+    r
+    for records in arms.values()
+    for arm in (records[None], records["invert"])
+    for r in arm
+    if r["config"]["seed"] == run.seeds[0]
+]
+tutorial.show_figure(
+    report.layer_density_figure(first_seed, middle), "sanity_density_figure"
+)
 
 # %% [markdown]
 # ## Why shuffling can help: units left with no weight
@@ -273,21 +439,32 @@ tutorial.show_figure(report.layer_density_figure(first_seed, middle), "sanity_de
 
 # %%
 def starting_model(config):
-    """The stored run's model as it started training: initialised, pruned, control applied."""
-    train = ss.experiment.dataset(config.dataset, limit_per_class=config.limit_per_class,
-                                  progress=False)[0]
-    model = ss.experiment.fresh_model(config.model, config.width, train.shape,
-                                      len(train.classes), config.seed, run.device)
+    """The stored run's model as it started training: initialised, pruned,
+    control applied."""
+    train = ss.experiment.dataset(
+        config.dataset, limit_per_class=config.limit_per_class, progress=False
+    )[0]
+    model = ss.experiment.fresh_model(
+        config.model,
+        config.width,
+        train.shape,
+        len(train.classes),
+        config.seed,
+        run.device,
+    )
     return ss.experiment.prune_at_init(model, config, train)
 
 
 def rebuilt(method, c, records, **fields):
-    """Seed 0's starting model at compression ``c`` and its stored record among ``records``,
-    the rebuilt mask checked against the record's per-layer densities."""
+    """Seed 0's starting model at compression ``c`` and its stored record among
+    ``records``, the rebuilt mask checked against the record's per-layer
+    densities."""
     config = run.configs(method, [c], run.seeds[:1], **fields)[0]
     record = next(r for r in records if cell(r) == (c, run.seeds[0]))
     model = starting_model(config)
-    assert ss.masks.layer_densities(model) == record["layer_densities"], config.label
+    assert ss.masks.layer_densities(model) == record["layer_densities"], (
+        config.label
+    )
     return model, record
 
 
@@ -296,19 +473,35 @@ for method, records in arms.items():
     for c in seeded:
         row = {"method": run.label(method), "compression": c}
         for control, arm in ((None, "method"), ("shuffle", "shuffled")):
-            model, record = rebuilt(method, c, records[control], control=control)
-            unit_counts.add(sum(w.shape[0] for w in ss.masks.prunable(model).values()))
-            row[f"empty units, {arm}"] = sum(ss.masks.empty_units(model).values())
+            model, record = rebuilt(
+                method, c, records[control], control=control
+            )
+            unit_counts.add(
+                sum(w.shape[0] for w in ss.masks.prunable(model).values())
+            )
+            row[f"empty units, {arm}"] = sum(
+                ss.masks.empty_units(model).values()
+            )
             row[f"accuracy (%), {arm}"] = 100 * record["metrics"]["test_acc"]
         empty.append(row)
-        key = f"{report.label_key(run.label(method))}_empty_units_c{c:g}".replace(".", "_")
-        tutorial.glue_numbers("sanity", **{key: row["empty units, method"],
-                                           f"{key}_shuffled": row["empty units, shuffled"]})
+        method_key = report.label_key(run.label(method))
+        key = f"{method_key}_empty_units_c{c:g}".replace(".", "_")
+        tutorial.glue_numbers(
+            "sanity",
+            **{
+                key: row["empty units, method"],
+                f"{key}_shuffled": row["empty units, shuffled"],
+            },
+        )
 (units,) = unit_counts
 tutorial.glue_numbers("sanity", units=units)
 empty = pd.DataFrame(empty).set_index("method")
-tutorial.show(empty, 1, title=f"Units that keep no weight, of {units} in all, and accuracy "
-              "(seed 0), each method's mask against its shuffle")
+tutorial.show(
+    empty,
+    1,
+    title=f"Units that keep no weight, of {units} in all, and accuracy "
+    "(seed 0), each method's mask against its shuffle",
+)
 
 # %% [markdown]
 # ## SynFlow from the inside: one weight of rounding per round
@@ -325,33 +518,66 @@ tutorial.show(empty, 1, title=f"Units that keep no weight, of {units} in all, an
 
 # %%
 rounded_up = stored("synflow", rounding="up")
-plain_synflow = arms["synflow"][None] if "synflow" in arms else stored("synflow")
+plain_synflow = (
+    arms["synflow"][None] if "synflow" in arms else stored("synflow")
+)
 up_label = run.label("synflow", rounding="up")
-rounding_effects = report.effects(plain_synflow + rounded_up, run.label("synflow"), up_label)
-rounding_rows, overlap = [], {}  # overlap: compression -> (IoU, largest layer density gap)
+rounding_effects = report.effects(
+    plain_synflow + rounded_up, run.label("synflow"), up_label
+)
+# overlap: compression -> (IoU, largest layer density gap)
+rounding_rows, overlap = [], {}
 for c in run.compressions:
-    nearest, up = (ss.masks.get(rebuilt("synflow", c, records, rounding=rounding)[0])
-                   for rounding, records in (("nearest", plain_synflow), ("up", rounded_up)))
+    nearest, up = (
+        ss.masks.get(rebuilt("synflow", c, records, rounding=rounding)[0])
+        for rounding, records in (
+            ("nearest", plain_synflow),
+            ("up", rounded_up),
+        )
+    )
     both = sum(int((nearest[n] & up[n]).sum()) for n in nearest)
     either = sum(int((nearest[n] | up[n]).sum()) for n in nearest)
     iou = both / either
-    layer_gap = max(abs(float(nearest[n].float().mean() - up[n].float().mean())) for n in nearest)
+    layer_gap = max(
+        abs(float(nearest[n].float().mean() - up[n].float().mean()))
+        for n in nearest
+    )
     overlap[c] = iou, layer_gap
-    row = {"compression": c, "kept in common (IoU)": f"{iou:.1%}",
-           "largest layer density gap": f"{layer_gap:.4f}"}
+    row = {
+        "compression": c,
+        "kept in common (IoU)": f"{iou:.1%}",
+        "largest layer density gap": f"{layer_gap:.4f}",
+    }
     if c in rounding_effects.index:
         effect = rounding_effects.at[c, "effect"]
-        judged_by = float(np.nanmax([spread, rounding_effects.at[c, "seed spread"]]))
-        row.update({"nearest (%)": f"{rounding_effects.at[c, run.label('synflow')]:.2f}",
-                    "up (%)": f"{rounding_effects.at[c, up_label]:.2f}",
-                    "up - nearest": judged(effect, judged_by), "judged by": f"{judged_by:.2f}",
-                    "seeds": rounding_effects.at[c, "seeds"]})
+        judged_by = float(
+            np.nanmax([spread, rounding_effects.at[c, "seed spread"]])
+        )
+        row.update(
+            {
+                "nearest (%)": (
+                    f"{rounding_effects.at[c, run.label('synflow')]:.2f}"
+                ),
+                "up (%)": f"{rounding_effects.at[c, up_label]:.2f}",
+                "up - nearest": judged(effect, judged_by),
+                "judged by": f"{judged_by:.2f}",
+                "seeds": rounding_effects.at[c, "seeds"],
+            }
+        )
         key = f"synflow_rounding_c{c:g}".replace(".", "_")
-        tutorial.glue_numbers("sanity", **{f"{key}_effect": float(effect), f"{key}_iou": iou})
+        tutorial.glue_numbers(
+            "sanity", **{f"{key}_effect": float(effect), f"{key}_iou": iou}
+        )
     rounding_rows.append(row)
-tutorial.show(pd.DataFrame(rounding_rows).set_index("compression"),
-              title="SynFlow (100 rounds), kept counts rounded to the nearest against rounded "
-              "up: the starting masks (seed 0) and the accuracy they train to (points; "
-              "\"matters\": more than twice the spread it is judged by)")
+tutorial.show(
+    pd.DataFrame(rounding_rows).set_index("compression"),
+    title=(
+        "SynFlow (100 rounds), kept counts rounded to the nearest against "
+        "rounded up: the starting masks (seed 0) and the accuracy they train "
+        'to (points; "matters": more than twice the spread it is judged by)'
+    ),
+)
 iou_high, layer_gap_high = overlap[max(overlap)]
-tutorial.glue_numbers("sanity", synflow_iou_high=iou_high, synflow_layer_gap_high=layer_gap_high)
+tutorial.glue_numbers(
+    "sanity", synflow_iou_high=iou_high, synflow_layer_gap_high=layer_gap_high
+)

@@ -23,15 +23,20 @@
 # **The score.** With $L$ the cross-entropy on the scoring batches,
 #
 # $$ S(w) = \left| \frac{\partial L}{\partial m} \right|_{m=1} = \left| w \, \frac{\partial L}{\partial w} \right| . $$
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-prune_batches: int = 1  # training batches of 256 images that the scores are summed over
-seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-bn_mode: str = "eval"  # BatchNorm while scoring: "eval" (the survey's code) or "train" (SNIP's own)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
+prune_batches: int = 1  # batches of 256 images to score on
+seeds: int = 1  # seeds per compression
+bn_mode: str = "eval"  # BatchNorm: "eval" (survey) or "train" (SNIP's)
+results: str = "results"  # the results store (runs are reused)
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import pandas as pd
@@ -40,8 +45,16 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="snip",
-                          prune_batches=prune_batches, bn_mode=bn_mode, precision=precision)
+run = tutorial.parameters(
+    preset,
+    compressions,
+    seeds,
+    results,
+    method="snip",
+    prune_batches=prune_batches,
+    bn_mode=bn_mode,
+    precision=precision,
+)
 model, batches = tutorial.model_and_batches(run, batches=max(2, prune_batches))
 
 # %% [markdown]
@@ -53,11 +66,15 @@ model, batches = tutorial.model_and_batches(run, batches=max(2, prune_batches))
 # %%
 with ss.pruners.scoring_mode(model, bn_mode):
     gradient = ss.pruners.loss_gradient(model, batches[:1])
-scores = {n: (w.detach() * gradient[n]).abs() for n, w in ss.masks.prunable(model).items()}
+scores = {
+    n: (w.detach() * gradient[n]).abs()
+    for n, w in ss.masks.prunable(model).items()
+}
 packaged = ss.pruners.score(model, "snip", batches[:1], bn_mode=bn_mode)
 assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
-tutorial.show_figure(report.score_figure(
-    scores, "SNIP scores per layer at initialization"))
+tutorial.show_figure(
+    report.score_figure(scores, "SNIP scores per layer at initialization")
+)
 
 # %% [markdown]
 # ## Its failure mode: a mask that depends on the batch
@@ -69,12 +86,28 @@ tutorial.show_figure(report.score_figure(
 # %%
 overlap = {}
 for c in (0.5, 1, 2):
-    pair = [ss.pruners.select(ss.pruners.score(model, "snip", [b], bn_mode=bn_mode),
-                              ss.masks.get(model), 10**-c) for b in batches[:2]]
-    shared = sum(int((a & b).sum()) for a, b in zip(pair[0].values(), pair[1].values()))
+    pair = [
+        ss.pruners.select(
+            ss.pruners.score(model, "snip", [b], bn_mode=bn_mode),
+            ss.masks.get(model),
+            10**-c,
+        )
+        for b in batches[:2]
+    ]
+    shared = sum(
+        int((a & b).sum()) for a, b in zip(pair[0].values(), pair[1].values())
+    )
     overlap[c] = shared / sum(int(m.sum()) for m in pair[0].values())
-tutorial.show(pd.DataFrame({"kept weights in common": overlap}).rename_axis("compression"), 3,
-              title="Masks scored on two different batches: share of kept weights in common")
+tutorial.show(
+    pd.DataFrame({"kept weights in common": overlap}).rename_axis(
+        "compression"
+    ),
+    3,
+    title=(
+        "Masks scored on two different batches: share of kept weights in "
+        "common"
+    ),
+)
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -83,8 +116,11 @@ tutorial.show(pd.DataFrame({"kept weights in common": overlap}).rename_axis("com
 # spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches[:prune_batches]), 4,
-              title="Density of each prunable layer")
+tutorial.show(
+    tutorial.prune_once(run, model, batches[:prune_batches]),
+    4,
+    title="Density of each prunable layer",
+)
 
 # %% [markdown]
 # ## Trained across the survey's compressions

@@ -27,17 +27,22 @@
 # 2. what the pruned weights would take to store, dense against CSR and bitmask formats;
 # 3. the forward time of a pruned VGG16 with CSR sparse kernels against masked dense, by density,
 #    at batch 1 (latency) and a larger batch (throughput).
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # whose stored runs: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-results: str = "results"  # folder of the results store (the benchmark is stored there too)
+preset: str = "auto"  # whose records: a preset, or auto
+results: str = "results"  # the results store (and benchmark)
 model_name: str = "vgg16"  # model of the kernel benchmark
 width: float = 1.0  # its channel multiplier (1: the survey's VGG16)
 method: str = "rand"  # pruning method of the benchmark's masks
 batch_sizes: list = [1, 64]  # batch sizes of the kernel benchmark
 repeats: int = 5  # timed passes per measurement (the median is kept)
 device: str = "cpu"  # device of the kernel benchmark
-precision: str = "auto"  # whose runs: fp32, bf16, or "auto": the precision the preset's runs take here
+precision: str = "auto"  # whose runs: fp32, bf16 or "auto"
 
 # %%
 import pandas as pd
@@ -55,8 +60,11 @@ try:
     tutorial.usable_device(device)
 except ValueError as error:
     raise tutorial.ParameterError(f"bad notebook parameter: {error}") from None
-records = [r for r in tutorial.stored_runs(run.preset, run.results, run.precision)
-           if r["status"] == "finished"]
+records = [
+    r
+    for r in tutorial.stored_runs(run.preset, run.results, run.precision)
+    if r["status"] == "finished"
+]
 print(f"{len(records)} finished runs at preset {run.preset}")
 
 # %% [markdown]
@@ -71,10 +79,15 @@ print(f"{len(records)} finished runs at preset {run.preset}")
 tutorial.show_figure(report.cost_figure(records))
 
 # %%
-trusted = report.frame(report.uncontended(records, "inference_time"))["inference_time"]
+trusted = report.frame(report.uncontended(records, "inference_time"))[
+    "inference_time"
+]
 spread = trusted.max() / trusted.min()
 tutorial.glue_numbers("sparsity", time_spread=float(spread))
-print(f"slowest over fastest inference time, {len(trusted)} uncontended runs: {spread:.2f}")
+print(
+    f"slowest over fastest inference time, {len(trusted)} uncontended runs: "
+    f"{spread:.2f}"
+)
 
 # %% [markdown]
 # ## 2. Storage: what the zeros would cost in a sparse format
@@ -84,16 +97,33 @@ print(f"slowest over fastest inference time, {len(trusted)} uncontended runs: {s
 # values) remain; a bitmask costs one bit per weight plus the kept values.
 
 # %%
-storage = pd.DataFrame([{"compression": r["config"]["compression"],
-                         "density": r["metrics"]["density"],
-                         **{f"{kind} storage (MiB)": r["metrics"][f"storage_{kind}_bytes"] / 2**20
-                            for kind in ("dense", "csr", "bitmask")}} for r in records])
+storage = pd.DataFrame(
+    [
+        {
+            "compression": r["config"]["compression"],
+            "density": r["metrics"]["density"],
+            **{
+                f"{kind} storage (MiB)": r["metrics"][f"storage_{kind}_bytes"]
+                / 2**20
+                for kind in ("dense", "csr", "bitmask")
+            },
+        }
+        for r in records
+    ]
+)
 storage = storage.groupby("compression").mean().sort_index()
-tutorial.show(storage, 3, title="Storage of the pruned weights: dense, CSR and bitmask")
+tutorial.show(
+    storage, 3, title="Storage of the pruned weights: dense, CSR and bitmask"
+)
 sparsest = storage["density"].idxmin()
-tutorial.glue_numbers("sparsity", sparsest_density=float(storage.loc[sparsest, "density"]),
-                      csr_ratio=float(storage.loc[sparsest, "dense storage (MiB)"]
-                                      / storage.loc[sparsest, "csr storage (MiB)"]))
+tutorial.glue_numbers(
+    "sparsity",
+    sparsest_density=float(storage.loc[sparsest, "density"]),
+    csr_ratio=float(
+        storage.loc[sparsest, "dense storage (MiB)"]
+        / storage.loc[sparsest, "csr storage (MiB)"]
+    ),
+)
 
 # %% [markdown]
 # ## 3. Sparse kernels against masked dense
@@ -105,15 +135,30 @@ tutorial.glue_numbers("sparsity", sparsest_density=float(storage.loc[sparsest, "
 # %%
 measured = tutorial.stored_benchmark(
     f"sparse-{model_name}-w{width:g}-{method}-{device}",
-    lambda: {"rows": bench.bench_sparse(model_name, width, method, batch_sizes=tuple(batch_sizes),
-                                        repeats=repeats, device=device)},
-    run.preset, run.results)
+    lambda: {
+        "rows": bench.bench_sparse(
+            model_name,
+            width,
+            method,
+            batch_sizes=tuple(batch_sizes),
+            repeats=repeats,
+            device=device,
+        )
+    },
+    run.preset,
+    run.results,
+)
 rows = measured["result"]["rows"]
-print(f"measured on {measured['environment']['device_name']} "
-      f"({measured['environment']['threads']} threads)")
+print(
+    f"measured on {measured['environment']['device_name']} "
+    f"({measured['environment']['threads']} threads)"
+)
 table = pd.DataFrame(rows).set_index(["batch", "compression"])
-tutorial.show(table.reset_index(level=0).rename_axis("compression"), 3,
-              title="Dense against sparse inference, per batch and compression")
+tutorial.show(
+    table.reset_index(level=0).rename_axis("compression"),
+    3,
+    title="Dense against sparse inference, per batch and compression",
+)
 tutorial.show_figure(report.sparse_speed_figure(rows), "sparsity_speed_figure")
 
 # %%
@@ -121,7 +166,15 @@ for batch in batch_sizes:
     mine = [r for r in rows if r["batch"] == batch]
     paying = [r["density"] for r in mine if r["speedup"] > 1]
     best = max(r["speedup"] for r in mine)
-    tutorial.glue_numbers("sparsity", **{f"crossover_b{batch}": float(max(paying)) if paying else 0.0,
-                                         f"best_speedup_b{batch}": float(best)})
+    tutorial.glue_numbers(
+        "sparsity",
+        **{
+            f"crossover_b{batch}": float(max(paying)) if paying else 0.0,
+            f"best_speedup_b{batch}": float(best),
+        },
+    )
     faster = ", ".join(f"{d:.3g}" for d in paying) or "none"
-    print(f"batch {batch}: sparse faster at densities {faster}; best speed-up {best:.2f}x")
+    print(
+        f"batch {batch}: sparse faster at densities {faster}; best speed-up "
+        f"{best:.2f}x"
+    )

@@ -29,14 +29,19 @@
 #
 # and in a plain feed-forward network every layer's scores sum to the same $R$ (conservation),
 # which is what keeps layers from collapsing.
+#
+# **Parameters** (papermill: `-p NAME VALUE`; `papermill --help-notebook` lists them).
+# `preset`: `auto` is `survey` on a GPU and `laptop` on a CPU. `precision`: `auto` is the
+# preset's own on this machine (`cpu-full`: bf16 on a CPU with bf16 arithmetic, else fp32).
+# Runs already in the `results` store are read, not trained again.
 
 # %% tags=["parameters"]
-preset: str = "auto"  # training budget: "auto" (survey on a GPU, laptop on a CPU), smoke, laptop, cpu-full, survey or paper
-compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # compressions c to train at (density 10^-c)
-iterations: int = 100  # scoring rounds, rescoring the thinned network between them (SynFlow's 100)
-results: str = "results"  # folder of the results store (finished runs are reused, not rerun)
-seeds: int = 1  # seeds per compression (tables show mean and spread when more than one)
-precision: str = "auto"  # fp32, bf16, or "auto": the preset's own here (cpu-full: bf16 on a bf16 CPU)
+preset: str = "auto"  # smoke, laptop, cpu-full, survey, paper, auto
+compressions: list = [0.05, 0.1, 0.2, 0.5, 1, 2]  # c: density 10^-c
+iterations: int = 100  # scoring rounds (SynFlow's: 100)
+results: str = "results"  # the results store (runs are reused)
+seeds: int = 1  # seeds per compression
+precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
 import warnings
@@ -47,8 +52,15 @@ import torch
 import sparse_survey as ss
 from sparse_survey import report, tutorial
 
-run = tutorial.parameters(preset, compressions, seeds, results, method="synflow",
-                          iterations=iterations, precision=precision)
+run = tutorial.parameters(
+    preset,
+    compressions,
+    seeds,
+    results,
+    method="synflow",
+    iterations=iterations,
+    precision=precision,
+)
 model, batches = tutorial.model_and_batches(run)
 
 # %% [markdown]
@@ -60,13 +72,21 @@ model, batches = tutorial.model_and_batches(run)
 
 # %%
 positive = ss.pruners.absolute_copy(model)
-flow = positive(torch.ones(1, *batches[0][0].shape[1:], device=batches[0][0].device)).sum()
+flow = positive(
+    torch.ones(1, *batches[0][0].shape[1:], device=batches[0][0].device)
+).sum()
 weights = ss.masks.prunable(positive)
 gradients = torch.autograd.grad(flow, list(weights.values()))
-scores = {n: (w.detach() * g).abs() for (n, w), g in zip(weights.items(), gradients)}
-assert all(torch.allclose(s, scores[n]) for n, s in ss.pruners.score(model, "synflow").items())
-tutorial.show_figure(report.score_figure(
-    scores, "SynFlow scores per layer at initialization"))
+scores = {
+    n: (w.detach() * g).abs() for (n, w), g in zip(weights.items(), gradients)
+}
+assert all(
+    torch.allclose(s, scores[n])
+    for n, s in ss.pruners.score(model, "synflow").items()
+)
+tutorial.show_figure(
+    report.score_figure(scores, "SynFlow scores per layer at initialization")
+)
 
 # %% [markdown]
 # ## One pruning, layer by layer
@@ -75,7 +95,11 @@ tutorial.show_figure(report.score_figure(
 # prunable weights; how they spread over the layers is the method's signature.
 
 # %%
-tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of each prunable layer")
+tutorial.show(
+    tutorial.prune_once(run, model, batches),
+    4,
+    title="Density of each prunable layer",
+)
 
 # %% [markdown]
 # ## Why the rounds: layer collapse in one shot
@@ -88,18 +112,29 @@ tutorial.show(tutorial.prune_once(run, model, batches), 4, title="Density of eac
 
 # %%
 collapse = []
-with warnings.catch_warnings():  # prune warns of each collapse; here the table counts them
+# prune warns of each collapse; here the table counts them
+with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*layer collapse")
     for c in (2, 3):
         for rounds in (1, iterations):
             copy = tutorial.preset_model(run.preset)[0]
             kept = ss.pruners.prune(copy, "synflow", c, iterations=rounds)
             density = min(float(m.float().mean()) for m in kept.values())
-            collapse.append({"compression": c, "rounds": rounds,
-                             "smallest layer density": density,
-                             "emptied layers": sum(int(m.sum()) == 0 for m in kept.values())})
-tutorial.show(pd.DataFrame(collapse).set_index("compression"), 5,
-              title="Layer collapse against the number of scoring rounds")
+            collapse.append(
+                {
+                    "compression": c,
+                    "rounds": rounds,
+                    "smallest layer density": density,
+                    "emptied layers": sum(
+                        int(m.sum()) == 0 for m in kept.values()
+                    ),
+                }
+            )
+tutorial.show(
+    pd.DataFrame(collapse).set_index("compression"),
+    5,
+    title="Layer collapse against the number of scoring rounds",
+)
 
 # %% [markdown]
 # ## Trained across the survey's compressions

@@ -147,3 +147,13 @@ def test_jupytext_pair_is_in_sync_and_the_ipynb_has_no_outputs(name):
     for cell in raw["cells"]:
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_code_fits_the_books_column(name):
+    """The book's content column holds 79 columns of code: no line of a code cell is longer
+    (notebooks/ruff.toml lints the same; this says which notebook and line)."""
+    notebook = jupytext.read(NOTEBOOKS / f"{name}.ipynb")
+    long = [(i, line) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+            for line in cell.source.splitlines() if len(line) > 79]
+    assert long == [], f"{name}: code lines over 79 columns (cell, line): {long}"
