@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, report, tutorial
 
 run = tutorial.parameters(
     preset, compressions, seeds, results, trains=True, precision=precision
@@ -103,7 +103,7 @@ for method in ("snip", "grasp"):
         ),
     )
     tutorial.show_figure(
-        report.accuracy_figure(records, with_survey=False),
+        figures.accuracy_figure(records, with_survey=False),
         f"ablations_bn_{method}_figure",
     )
 
@@ -214,7 +214,7 @@ tutorial.show(
     emptied, 1, title="Prunable layers left with no weight (mean over seeds)"
 )
 tutorial.show_figure(
-    report.accuracy_figure(synflow, with_survey=False),
+    figures.accuracy_figure(synflow, with_survey=False),
     "ablations_synflow_figure",
 )
 tutorial.glue_numbers(

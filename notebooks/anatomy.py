@@ -36,7 +36,7 @@ import pandas as pd
 from myst_nb import glue
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, tutorial
 
 tutorial.refuse_unknown_parameters()
 model_name = tutorial.choice(model_name, "model_name", ss.models.MODELS)
@@ -85,7 +85,7 @@ print(
 # %%
 import matplotlib.pyplot as plt
 
-figure = report.anatomy_figure(
+figure = figures.anatomy_figure(
     weights,
     macs,
     f"{model_name} (width {width:g}): weights and compute by layer",

@@ -41,7 +41,7 @@ precision: str = "auto"  # whose runs: fp32, bf16 or "auto"
 import pandas as pd
 from IPython.display import Markdown, display
 
-from sparse_survey import report, tutorial
+from sparse_survey import figures, report, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -120,11 +120,12 @@ tutorial.glue_numbers(
 
 # %%
 tutorial.show_figure(
-    report.accuracy_figure(records), "compare_accuracy_figure"
+    figures.accuracy_figure(records), "compare_accuracy_figure"
 )
 compression = report.nearest_compression(records, run.figure_compression)
 tutorial.show_figure(
-    report.layer_density_figure(records, compression), "compare_density_figure"
+    figures.layer_density_figure(records, compression),
+    "compare_density_figure",
 )
 
 # %%

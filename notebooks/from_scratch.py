@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, report, tutorial
 
 run = tutorial.parameters(
     preset, compressions, seeds, results, trains=True, precision=precision
@@ -104,7 +104,7 @@ tutorial.show(
     title="Top-1 test accuracy (%)",
 )
 tutorial.show_figure(
-    report.accuracy_figure(records, with_survey=False),
+    figures.accuracy_figure(records, with_survey=False),
     "scratch_accuracy_figure",
 )
 
@@ -188,7 +188,7 @@ costs = pd.DataFrame(
 )
 tutorial.show(costs.rename_axis("method"), 0, title="Trainings per run")
 tutorial.show_figure(
-    report.cost_accuracy_figure(records, seeded, trainings),
+    figures.cost_accuracy_figure(records, seeded, trainings),
     "scratch_cost_figure",
 )
 mean = report.summary(records, "accuracy")[0]

@@ -46,7 +46,7 @@ precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 import torch
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -73,7 +73,7 @@ scores = {n: w.detach() * hg[n] for n, w in ss.masks.prunable(model).items()}
 packaged = ss.pruners.score(model, "grasp", batches, bn_mode=bn_mode)
 assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
 tutorial.show_figure(
-    report.score_figure(
+    figures.score_figure(
         scores, "GraSP scores per layer at initialization (magnitude)"
     )
 )

@@ -42,7 +42,7 @@ results: str = "results"  # the results store (runs are reused)
 precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
-from sparse_survey import report, tutorial
+from sparse_survey import figures, report, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -83,7 +83,7 @@ tutorial.show(
 
 # %%
 tutorial.show_figure(
-    report.layer_density_figure(
+    figures.layer_density_figure(
         records, report.nearest_compression(records, 1.0)
     )
 )

@@ -41,7 +41,7 @@ results: str = "results"  # the results store (runs are reused)
 precision: str = "auto"  # fp32, bf16 or "auto" (the preset's own here)
 
 # %%
-from sparse_survey import report, tutorial
+from sparse_survey import figures, report, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -74,7 +74,7 @@ table = report.controls_table(
 )
 tutorial.show(table, 2, title="Winning ticket against its two controls")
 tutorial.show_figure(
-    report.controls_figure(
+    figures.controls_figure(
         table, f"winning tickets against random tickets ({iters} IMP rounds)"
     ),
     "lth_figure",

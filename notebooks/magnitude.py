@@ -48,7 +48,7 @@ import pandas as pd
 import torch
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -78,7 +78,9 @@ assert all(
     for n, s in ss.pruners.score(model, "mag").items()
 )
 tutorial.show_figure(
-    report.score_figure(scores, "Magnitude scores per layer at initialization")
+    figures.score_figure(
+        scores, "Magnitude scores per layer at initialization"
+    )
 )
 
 # %% [markdown]

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, tutorial
 
 run = tutorial.parameters(
     preset, compressions, seeds, results, method="rand", precision=precision
@@ -70,7 +70,7 @@ assert all(
     for n, s in ss.pruners.score(model, "rand", seed=7).items()
 )
 tutorial.show_figure(
-    report.score_figure(
+    figures.score_figure(
         scores, "Random scores per layer (i.i.d. standard normal)"
     )
 )

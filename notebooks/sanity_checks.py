@@ -61,7 +61,7 @@ import pandas as pd
 from myst_nb import glue
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, report, tutorial
 
 run = tutorial.parameters(
     preset, compressions, seeds, results, trains=True, precision=precision
@@ -232,7 +232,7 @@ for method, records in arms.items():
         title=f"{ss.pruners.METHODS[method].label}: top-1 test accuracy (%)",
     )
     tutorial.show_figure(
-        report.accuracy_figure(mine, with_survey=False),
+        figures.accuracy_figure(mine, with_survey=False),
         f"sanity_{method}_figure",
     )
 
@@ -423,7 +423,7 @@ first_seed = [
     if r["config"]["seed"] == run.seeds[0]
 ]
 tutorial.show_figure(
-    report.layer_density_figure(first_seed, middle), "sanity_density_figure"
+    figures.layer_density_figure(first_seed, middle), "sanity_density_figure"
 )
 
 # %% [markdown]

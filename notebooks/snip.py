@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -73,7 +73,7 @@ scores = {
 packaged = ss.pruners.score(model, "snip", batches[:1], bn_mode=bn_mode)
 assert all(torch.allclose(packaged[n], s) for n, s in scores.items())
 tutorial.show_figure(
-    report.score_figure(scores, "SNIP scores per layer at initialization")
+    figures.score_figure(scores, "SNIP scores per layer at initialization")
 )
 
 # %% [markdown]

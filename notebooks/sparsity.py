@@ -48,7 +48,7 @@ precision: str = "auto"  # whose runs: fp32, bf16 or "auto"
 import pandas as pd
 
 import sparse_survey as ss
-from sparse_survey import bench, report, tutorial
+from sparse_survey import bench, figures, report, tutorial
 
 run = tutorial.parameters(preset, results=results, precision=precision)
 model_name = tutorial.choice(model_name, "model_name", ss.models.MODELS)
@@ -76,7 +76,7 @@ print(f"{len(records)} finished runs at preset {run.preset}")
 # left out of the spread below.
 
 # %%
-tutorial.show_figure(report.cost_figure(records))
+tutorial.show_figure(figures.cost_figure(records))
 
 # %%
 trusted = report.frame(report.uncontended(records, "inference_time"))[
@@ -159,7 +159,9 @@ tutorial.show(
     3,
     title="Dense against sparse inference, per batch and compression",
 )
-tutorial.show_figure(report.sparse_speed_figure(rows), "sparsity_speed_figure")
+tutorial.show_figure(
+    figures.sparse_speed_figure(rows), "sparsity_speed_figure"
+)
 
 # %%
 for batch in batch_sizes:

@@ -50,7 +50,7 @@ import pandas as pd
 import torch
 
 import sparse_survey as ss
-from sparse_survey import report, tutorial
+from sparse_survey import figures, tutorial
 
 run = tutorial.parameters(
     preset,
@@ -85,7 +85,7 @@ assert all(
     for n, s in ss.pruners.score(model, "synflow").items()
 )
 tutorial.show_figure(
-    report.score_figure(scores, "SynFlow scores per layer at initialization")
+    figures.score_figure(scores, "SynFlow scores per layer at initialization")
 )
 
 # %% [markdown]

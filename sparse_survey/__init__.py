@@ -4,8 +4,9 @@
 and the on-device loader), ``ss.masks`` (prunable weights and masks), ``ss.pruners`` (the pruning
 methods), ``ss.lottery`` (IMP and its controls), ``ss.train`` (training), ``ss.profile`` (costs),
 ``ss.sparse`` (CSR execution), ``ss.experiment`` (presets, run configs, one run), ``ss.store``
-(the results store) and ``ss.sweeps`` (grids and sweeps). ``sparse_survey.report`` (tables and
-figures) and ``sparse_survey.tutorial`` (the notebooks' helpers) are imported on their own.
+(the results store) and ``ss.sweeps`` (grids and sweeps). ``sparse_survey.report`` (tables),
+``sparse_survey.figures`` (the book's figures) and ``sparse_survey.tutorial`` (the notebooks'
+helpers) are imported on their own.
 """
 
 __version__ = "0.1.0"

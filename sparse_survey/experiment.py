@@ -358,9 +358,11 @@ class RunConfig:
     def label(self) -> str:
         """The survey's column name (Rand, Mag, SNIP, GraSP, SynFlow, IMP (k Iters), Dense),
         with the variant in brackets, e.g. "GraSP (train-mode BN)" or "IMP (2 Iters, rewind to
-        step 6)", and a control's name, e.g. "IMP (2 Iters), random reinit"."""
+        step 6)", and a control's name, e.g. "IMP (2 Iters), random reinit"; one round is
+        "IMP (1 Iter)"."""
         if self.method == "imp":
-            label = f"IMP ({', '.join([f'{self.iterations} Iters', *self.variant])})"
+            rounds = f"{self.iterations} Iter{'s' * (self.iterations != 1)}"
+            label = f"IMP ({', '.join([rounds, *self.variant])})"
         elif self.method in dynamic.METHODS:  # with its initial distribution, e.g. RigL (ERK)
             label = (f"{dynamic.METHODS[self.method].label} "
                      f"({', '.join([dynamic.DISTRIBUTION.upper(), *self.variant])})")

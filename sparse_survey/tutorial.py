@@ -28,9 +28,9 @@ from .experiment import (
     resolve_preset,
     scoring_batches,
 )
+from .figures import accuracy_figure
 from .profile import device_name, remaining_flops_fraction
 from .report import (
-    accuracy_figure,
     at_precision,
     first_line,
     markdown,

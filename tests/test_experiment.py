@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sparse_survey import experiment, report, sweeps, train
+from sparse_survey import experiment, figures, report, sweeps, train
 from sparse_survey.experiment import RunConfig, config_dict
 from sparse_survey.profile import device_name
 from sparse_survey.store import Store
@@ -419,24 +419,37 @@ def test_every_method_of_a_figure_is_drawn_its_own_way_and_the_same_way_everywhe
     survey's grid and beside SET and RigL)."""
     labels = ["Rand", "Mag", "SNIP", "GraSP", "SynFlow", "SNIP (train-mode BN)",
               "GraSP (train-mode BN)", "IMP (2 Iters)", "IMP (3 Iters)", "IMP (4 Iters)",
-              "IMP (1 Iters)", "IMP (1 Iters, no rewind, fine-tuned)",
-              "IMP (1 Iters, rewind to step 107)", "SET (ERK)", "RigL (ERK)", "Static (ERK)",
+              "IMP (1 Iter)", "IMP (1 Iter, no rewind, fine-tuned)",
+              "IMP (1 Iter, rewind to step 107)", "SET (ERK)", "RigL (ERK)", "Static (ERK)",
               *(f"Mag, {control}" for control in experiment.CONTROLS.values())]
     records = [fabricated(label, "mag", c, 0, 0.5 + i / 100, 1.0)
                for i, label in enumerate(dict.fromkeys(labels)) for c in (1, 2)]
-    figure = report.accuracy_figure(records, with_survey=False)
+    figure = figures.accuracy_figure(records, with_survey=False)
     looks = {line.get_label(): (line.get_color(), line.get_marker())
-             for line in figure.axes[0].get_lines()}
+             for ax in figure.axes for line in ax.get_lines()}
     assert set(looks) == set(labels)
-    styles = [report.method_style(label) for label in labels]  # a custom dash, not "--" alone
+    # two panels: what was pruned at initialization, and the rest
+    one_shot, rest = ({line.get_label() for line in ax.get_lines()} for ax in figure.axes)
+    assert "SynFlow" in one_shot and "Mag, random reinit" in one_shot and "IMP (2 Iters)" in rest
+    assert one_shot.isdisjoint(rest) and "SET (ERK)" in rest
+    assert figure._suptitle.get_text().endswith("smoke preset, fp32")
+    assert RunConfig.from_preset("smoke", "imp", 1, iterations=1).label == "IMP (1 Iter)"
+    assert RunConfig.from_preset("smoke", "imp", 1, iterations=3).label == "IMP (3 Iters)"
+    styles = [figures.method_style(label) for label in labels]  # a custom dash, not "--" alone
     assert len({(s["color"], str(s["linestyle"]), s["marker"]) for s in styles}) == len(labels)
     assert all(looks[label] == (s["color"], s["marker"]) for label, s in zip(labels, styles))
-    alone = report.accuracy_figure([r for r in records if r["label"] in ("SynFlow", "SET (ERK)")],
-                                   with_survey=False)
-    assert {line.get_label(): line.get_color() for line in alone.axes[0].get_lines()} == {
+    alone = figures.accuracy_figure(
+        [r for r in records if r["label"] in ("SynFlow", "SET (ERK)")], with_survey=False)
+    assert {line.get_label(): line.get_color() for ax in alone.axes
+            for line in ax.get_lines()} == {
         "SynFlow": looks["SynFlow"][0], "SET (ERK)": looks["SET (ERK)"][0]}
-    assert report.method_style("Mag, layerwise shuffle")["color"] == \
-        report.method_style("Mag")["color"]  # a control keeps its method's colour
+    assert figures.method_style("Mag, layerwise shuffle")["color"] == \
+        figures.method_style("Mag")["color"]  # a control keeps its method's colour
+    # the survey's numbers and the seed bands are named in the legend where they are drawn
+    seeded = records + [fabricated("Mag", "mag", c, 1, 0.6, 1.0) for c in (1, 2)]
+    legend = [t.get_text() for t in figures.accuracy_figure(
+        [r for r in seeded if r["label"] == "Mag"]).axes[0].get_legend().get_texts()]
+    assert legend == ["Mag", "the survey's number (open)", figures.BAND_NOTE]
     axis = figure.axes[0].xaxis  # each compression drawn is a tick, named as the tables name it
     assert [t.get_text() for t in axis.get_ticklabels()] == ["1", "2"]
     assert list(axis.get_minorticklocs()) == []
@@ -598,7 +611,7 @@ def test_effects_spread_and_verdict_match_hand_computed_values():
 
 
 def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
-    labels = ["RigL (ERK)", "IMP (2 Iters)", "IMP (2 Iters), random reinit", "IMP (1 Iters)",
+    labels = ["RigL (ERK)", "IMP (2 Iters)", "IMP (2 Iters), random reinit", "IMP (1 Iter)",
               "GraSP (train-mode BN)", "SNIP (train-mode BN)", "SNIP (local scope)",
               "SynFlow (1 round)", "GraSP", "GraSP, inverted scores", "SET (ERK)"]
     records = [fabricated(label, "imp" if "IMP" in label else "grasp", 1, 0, 0.8, 1.0)
@@ -608,7 +621,7 @@ def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring(
         "SET (ERK)"]
     assert list(report.summary(records, "accuracy")[0].columns) == [  # beside their method
         "SNIP (local scope)", "SNIP (train-mode BN)", "GraSP", "GraSP (train-mode BN)",
-        "GraSP, inverted scores", "SynFlow (1 round)", "IMP (1 Iters)", "IMP (2 Iters)",
+        "GraSP, inverted scores", "SynFlow (1 round)", "IMP (1 Iter)", "IMP (2 Iters)",
         "IMP (2 Iters), random reinit", "SET (ERK)", "RigL (ERK)"]
 
 
