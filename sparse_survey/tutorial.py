@@ -28,7 +28,7 @@ from .experiment import (
     resolve_preset,
     scoring_batches,
 )
-from .figures import accuracy_figure
+from .figures import accuracy_figure, scale_label
 from .profile import device_name, remaining_flops_fraction
 from .report import (
     at_precision,
@@ -377,22 +377,28 @@ def glue_numbers(prefix: str, **values) -> None:
 def trained(run: Parameters, progress: bool = True, cache_dir=None, **more) -> list[dict]:
     """The records of the run's method at each compression and seed (see :func:`runs`); shows
     the accuracy table and figure of every seed stored for those cells (:func:`every_seed`, the
-    one definition each page quotes) and glues the accuracy at the highest compression (see
-    :func:`glue_accuracy`)."""
+    one definition each page quotes), both naming their scale (preset and precision, glued as
+    ``<method>_scale`` for the page that quotes them), and glues the accuracy at the highest
+    compression (see :func:`glue_accuracy`)."""
     records = runs(run.configs(**more), run.results, progress=progress, cache_dir=cache_dir)
     cells = every_seed(records, run.results)
-    show(table(cells, "accuracy"), title="Top-1 test accuracy (%)")
+    show(table(cells, "accuracy"), title=f"Top-1 test accuracy (%), {scale_label(cells)}")
     show_figure(accuracy_figure(cells))
+    glue_numbers(run.method, scale=scale_label(cells))
     glue_accuracy(run.method, cells)
     return records
 
 
+HOW_RUN = ("seed", "device", "compile")  # config fields that say how a run ran, not its cell
+
+
 def every_seed(records: list[dict], results: str | os.PathLike = "results") -> list[dict]:
     """The stored records of every seed of the cells of ``records`` (the same config but for the
-    seed), so that a cell's number is the mean over all its stored seeds on every page, whichever
-    seeds one notebook ran."""
+    seed and for where and how it ran: :data:`HOW_RUN`), so that a cell's number is the mean
+    over all its stored seeds on every page, whichever seeds one notebook ran and on whichever
+    machine each seed was made, as the results tables count them."""
     def cell(config: dict) -> str:
-        return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+        return json.dumps({k: v for k, v in config.items() if k not in HOW_RUN}, sort_keys=True)
 
     wanted = {cell(r["config"]) for r in records}
     store = Store(results_dir(results))
@@ -400,15 +406,26 @@ def every_seed(records: list[dict], results: str | os.PathLike = "results") -> l
             for r in store.records(preset) if cell(r["config"]) in wanted]
 
 
+FOR_THE_BOOK = "SPARSE_SURVEY_FOR_BOOK"  # set (to 1) when executing the book's copies
+
+
 def show_figure(figure, name: str | None = None) -> None:
-    """Display a figure once (glued for the book under ``name`` when given) and close it."""
+    """Display a figure once (glued for the book under ``name`` when given) and close it.
+
+    When the notebook is executed for the book (``SPARSE_SURVEY_FOR_BOOK=1``, see the reproduce
+    page), a glued figure is shown by the chapter that pastes it, so that a reader meets it once
+    in the chapter and its notebook page: the notebook then keeps it only as glue data and says
+    where it is."""
     import matplotlib.pyplot as plt
-    from IPython.display import display
+    from IPython.display import Markdown, display
 
     if name:
         from myst_nb import glue
 
-        glue(name, figure)
+        for_the_book = os.environ.get(FOR_THE_BOOK, "") not in ("", "0")
+        glue(name, figure, display=not for_the_book)
+        if for_the_book:
+            display(Markdown(f"*(The figure `{name}` is shown in this notebook's chapter.)*"))
     else:
         display(figure)
     plt.close(figure)

@@ -196,14 +196,16 @@ def reading_noise(browser, page: Path) -> dict:
 
 
 def test_pages_read_cleanly_without_noise_and_with_tables_that_fit(site, browser):
-    """Each figure once per page; no progress bar, warning or stderr output; no markdown table
-    left as raw text; every table within the page's text column and within 800 px."""
-    problems = []
+    """Each figure once per page, and once in a chapter and the notebook pages under it; no
+    progress bar, warning or stderr output; no markdown table left as raw text; every table
+    within the page's text column and within 800 px."""
+    problems, figures = [], {}
     for page in pages(site):
         name, seen = page.relative_to(site), reading_noise(browser, page)
         files = [Path(urllib.parse.urlparse(src).path) for src in seen["images"]
                  if src.startswith("file:")]
         digests = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()]
+        figures[name.with_suffix("").as_posix()] = set(digests)
         if len(digests) != len(set(digests)):
             problems.append(f"{name}: a figure is shown twice")
         if seen["stderr"]:
@@ -220,7 +222,20 @@ def test_pages_read_cleanly_without_noise_and_with_tables_that_fit(site, browser
             if t["width"] > limit:
                 problems.append(f"{name}: a table {t['width']} px wide (page: {limit} px): "
                                 f"{t['head']!r}")
+    for chapter, sections in page_pairs().items():
+        for section in sections:
+            if figures.get(chapter, set()) & figures.get(section, set()):
+                problems.append(f"{chapter} and {section}: a figure is shown on both")
     assert not problems, "\n".join(problems)
+
+
+def page_pairs() -> dict[str, list[str]]:
+    """Each chapter of the table of contents and the pages under it (its notebooks)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return {chapter["file"]: [section["file"] for section in chapter.get("sections", [])]
+            for part in toc["parts"] for chapter in part["chapters"]}
 
 
 def test_stderr_in_the_executed_notebooks_is_progress_bars_only():

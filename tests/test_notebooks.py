@@ -7,6 +7,7 @@ from pathlib import Path
 import jupytext
 import papermill
 import pytest
+import yaml
 
 from sparse_survey import pruners, report, sweeps
 from sparse_survey.store import Store
@@ -157,3 +158,79 @@ def test_notebook_code_fits_the_books_column(name):
     long = [(i, line) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
             for line in cell.source.splitlines() if len(line) > 79]
     assert long == [], f"{name}: code lines over 79 columns (cell, line): {long}"
+
+
+def reproduce_commands() -> list[tuple[str, str, dict[str, str]]]:
+    """The papermill commands of the reproduce page's notebook block, loops unrolled: (notebook,
+    output, {parameter: value given with -p or -y})."""
+    import shlex
+
+    page = (NOTEBOOKS.parent / "book" / "reproduce.md").read_text()
+    block = page.split("## The notebooks")[1].split("```bash")[1].split("```")[0]
+    lines = block.replace("\\\n", " ").splitlines()
+    commands, loop = [], None
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["for"]:
+            loop = [w.rstrip(";") for w in words[3:words.index("do")]]
+        elif words[:1] == ["done"]:
+            loop = None
+        elif words[:1] == ["papermill"]:
+            for nb in loop or [None]:
+                w = [x.replace("$nb", nb) if nb else x for x in words]
+                given, i = {}, 3
+                while i < len(w):
+                    if w[i] == "-p":
+                        given[w[i + 1]] = w[i + 2]
+                        i += 3
+                    elif w[i] == "-y":
+                        given.update({k.strip(): v.strip() for k, v in
+                                      [w[i + 1].split(":", 1)]})
+                        i += 2
+                    else:
+                        raise AssertionError(f"unexpected word {w[i]!r} in {line!r}")
+                commands.append((w[1], w[2], given))
+    return commands
+
+
+def test_the_reproduce_page_executes_every_book_notebook_at_a_named_preset():
+    """The reproduce page's commands make every executed copy the book renders, each from its
+    notebook, naming the preset (and precision) wherever the notebook has them, with parameters
+    the notebook has: the book's scale is never left to `auto`."""
+    commands = reproduce_commands()
+    made = {Path(out).name for _, out, _ in commands}
+    assert made == {p.name for p in (NOTEBOOKS.parent / "book" / "executed").glob("*.ipynb")}
+    for notebook, out, given in commands:
+        known = papermill.inspect_notebook(str(NOTEBOOKS.parent / notebook))
+        assert set(given) <= set(known), (notebook, set(given) - set(known))
+        if "preset" in known:
+            assert given.get("preset") in ("cpu-full", "laptop"), (out, given)
+        if given.get("preset") == "cpu-full":
+            assert given.get("precision") == "fp32", (out, given)
+        executed = json.loads((NOTEBOOKS.parent / out).read_text())
+        ran = executed["metadata"].get("papermill", {}).get("parameters", {})
+        assert ran == {k: yaml.safe_load(v) for k, v in given.items()}, (out, ran, given)
+
+
+def test_one_cell_is_one_number_on_every_page_that_shows_it():
+    """The book's glued numbers for one cell (preset, method, compression, every stored seed)
+    agree wherever a page quotes them: each method page's accuracy at compression 2, the results
+    chapter's and the sparse-from-scratch chapter's, all from the cpu-full fp32 records."""
+    def values(name):
+        path = NOTEBOOKS.parent / "book" / "executed" / f"{name}.ipynb"
+        return {k: yaml.safe_load(v.strip("'\"")) if isinstance(v, str) else v
+                for k, v in glued(json.loads(path.read_text())).items()}
+
+    compare, scratch = values("compare"), values("from_scratch")
+    assert compare["compare_preset"] == "cpu-full"
+    for notebook, prefix, label in [("random_pruning", "rand", "rand"), ("magnitude", "mag", "mag"),
+                                    ("snip", "snip", "snip"), ("grasp", "grasp", "grasp"),
+                                    ("synflow", "synflow", "synflow"),
+                                    ("imp", "imp", "imp4iters")]:
+        page = values(notebook)
+        assert page[f"{prefix}_scale"] == "cpu-full preset, fp32", notebook
+        assert page[f"{prefix}_highest_compression"] == 2, notebook
+        assert page[f"{prefix}_accuracy"] == pytest.approx(compare[f"compare_acc_high_{label}"],
+                                                           abs=1e-9), notebook
+        assert scratch[f"scratch_{label}_c2"] == pytest.approx(
+            compare[f"compare_acc_high_{label}"], abs=1e-9), label

@@ -107,3 +107,29 @@ def test_positive_shares_count_kept_weights_per_layer_and_pooled_over_the_hidden
     assert shares["0.weight"] == 3 / 4 and shares["3.weight"] == 1 / 3  # no masks: all kept
     assert shares["1.weight"] == 1.0 and shares["2.weight"] == 1 / 4  # -1, +1, -1, -1 kept
     assert shares["hidden layers"] == 4 / 7  # pooled: (3 + 1) of (3 + 4); the layers' mean: 5/8
+
+
+def test_every_seed_gathers_a_cells_seeds_from_every_machine_and_no_other_cell(tmp_path):
+    """A cell is its config but for the seed and where it ran: seeds made on a CPU (device
+    unnamed or "cpu") and on a GPU are one cell, as the results tables count them; another
+    compression, precision or variant is another cell."""
+    def stored(seed=0, compression=1, precision="fp32", **fields):
+        config = RunConfig.from_preset("smoke", "mag", compression, seed=seed,
+                                       precision=precision, **fields)
+        Store(tmp_path).write({
+            "key": config.key, "label": config.label, "status": "finished",
+            "config": config_dict(config), "metrics": {"test_acc": 0.5 + seed / 10},
+            "history": [], "layer_densities": {}, "weight_histograms": {}, "timings": {},
+            "environment": {}})
+        return {"config": config_dict(config)}
+
+    mine = stored(seed=0)
+    stored(seed=1, device="cpu")
+    stored(seed=2, device="cuda", compile=False)
+    stored(seed=0, compression=2)
+    stored(seed=1, scope="local")
+    stored(seed=1, precision="bf16")
+    cell = tutorial.every_seed([mine], tmp_path)
+    assert sorted(r["config"]["seed"] for r in cell) == [0, 1, 2]
+    assert {r["config"]["compression"] for r in cell} == {1}
+    assert {r["label"] for r in cell} == {"Mag"}
