@@ -58,10 +58,13 @@ first_seed = run.seeds[:1]
 
 
 def grid(method, compressions=run.compressions, seeds=first_seed, **fields):
-    """The stored records of one method and variant (the survey's settings when
-    no fields)."""
-    return tutorial.runs(
-        run.configs(method, compressions, seeds, **fields), run.results
+    """The records of one method and variant (the survey's settings when no
+    fields), trained where missing, with every other seed the store holds for
+    their cells: a cell's number is the mean over all its stored seeds, as on
+    every page of the book."""
+    configs = run.configs(method, compressions, seeds, **fields)
+    return tutorial.every_seed(
+        tutorial.runs(configs, run.results), run.results
     )
 
 
@@ -85,12 +88,13 @@ def near(*wanted):
 # %%
 bn_records, bn_effects = {}, {}
 for method in ("snip", "grasp"):
-    records = []
+    records = {}  # by key: the two grids share the seeded cells
     for mode in ("eval", "train"):
-        records += grid(method, bn_mode=mode) + grid(
+        for r in grid(method, bn_mode=mode) + grid(
             method, seeded, run.seeds[1:], bn_mode=mode
-        )
-    bn_records[method] = records
+        ):
+            records[r["key"]] = r
+    records = bn_records[method] = list(records.values())
     bn_effects[method] = report.effects(
         records, run.label(method), run.label(method, bn_mode="train")
     )
@@ -122,12 +126,13 @@ print(f"typical seed-to-seed spread: {spread:.2f} points")
 verdicts = []
 
 
-def judged(table, compression):
+def judged(table, compression, records):
     """The verdict on one row of an effects table: its effect against the
     largest of the typical spread, the row's own spread and its baseline
-    method's spread at that compression. The row is added to the summary."""
+    method's spread at that compression among ``records`` (the table's). The
+    row is added to the summary."""
     own = report.seed_spread(
-        seeded_records, label=table.columns[0], compression=compression
+        records, label=table.columns[0], compression=compression
     )
     judged_by = float(
         np.nanmax([spread, own, table.at[compression, "seed spread"]])
@@ -148,8 +153,8 @@ def judged(table, compression):
 
 for method, table in bn_effects.items():
     mildest, highest_effect = (float(e) for e in table["effect"].iloc[[0, -1]])
-    text = judged(table, table.index[0])
-    judged(table, table.index[-1])
+    text = judged(table, table.index[0], bn_records[method])
+    judged(table, table.index[-1], bn_records[method])
     densities = [
         list(r["layer_densities"].values())
         for r in bn_records[method]
@@ -221,7 +226,7 @@ tutorial.glue_numbers(
     "ablations_synflow",
     high_effect=float(rounds["effect"].iloc[-1]),
     emptied_one_round=float(emptied[one_round].max()),
-    verdict=judged(rounds, rounds.index[-1]),
+    verdict=judged(rounds, rounds.index[-1], synflow),
 )
 
 # %% [markdown]
@@ -243,7 +248,7 @@ for method in ("mag", "snip"):
     tutorial.glue_numbers(
         f"ablations_scope_{method}",
         high_effect=float(table["effect"].iloc[-1]),
-        verdict=judged(table, table.index[-1]),
+        verdict=judged(table, table.index[-1], records),
     )
 
 # %% [markdown]
@@ -263,7 +268,7 @@ for method in ("snip", "grasp"):
     tutorial.glue_numbers(
         f"ablations_data_{method}",
         high_effect=float(table["effect"].iloc[-1]),
-        verdict=judged(table, table.index[-1]),
+        verdict=judged(table, table.index[-1], records),
     )
 
 # %% [markdown]
@@ -296,7 +301,7 @@ tutorial.glue_numbers(
     "ablations_rewind",
     step=early,
     high_effect=float(table["effect"].iloc[-1]),
-    verdict=judged(table, table.index[-1]),
+    verdict=judged(table, table.index[-1], rewinds),
 )
 
 # %% [markdown]
@@ -350,6 +355,7 @@ outcome = pd.DataFrame(
         {
             "candidate": name,
             "compression": r["config"]["compression"],
+            "seed": r["config"]["seed"],
             "status": r["status"],
             "accuracy (%)": 100 * r["metrics"]["test_acc"]
             if r["status"] == "finished"
