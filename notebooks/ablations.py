@@ -398,8 +398,8 @@ tutorial.show(
 )
 glue(
     "ablations_summary_table",
-    at_a_glance.style.format(precision=2)
-    .format("{:g}", subset="compression")
-    .set_table_attributes('class="table"'),
+    tutorial.for_the_book(at_a_glance)
+    .format(precision=2)
+    .format("{:g}", subset="compression"),
     display=False,
 )

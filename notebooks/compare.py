@@ -199,23 +199,13 @@ print(
 # %%
 from myst_nb import glue
 
-
-def for_the_book(table):
-    """A table as the book pastes it: the index's name in the header's corner
-    (no header row of its own)."""
-    corner = table.index.name
-    return table.rename_axis(
-        index=None, columns=corner
-    ).style.set_table_attributes('class="table"')
-
-
 agreement = report.ordering_agreement(records)
 tutorial.show(
     agreement, 2, title="Method pairs ordered as the survey orders them"
 )
 glue(
     "compare_agreement_table",
-    for_the_book(agreement).format(precision=2).format_index("{:g}"),
+    tutorial.for_the_book(agreement).format(precision=2).format_index("{:g}"),
     display=False,
 )
 
@@ -231,7 +221,7 @@ for name in (
 ):
     glue(
         f"compare_{name}_table",
-        for_the_book(report.beside_survey(records, name)),
+        tutorial.for_the_book(report.beside_survey(records, name)),
         display=False,
     )
 tutorial.glue_numbers(
@@ -396,7 +386,7 @@ tutorial.show(
 )
 glue(
     "compare_time_by_machine",
-    for_the_book(by_machine).format(precision=2),
+    tutorial.for_the_book(by_machine).format(precision=2),
     display=False,
 )
 tutorial.glue_numbers(

@@ -379,7 +379,7 @@ tutorial.show(
 )
 glue(
     "sanity_glance_table",
-    glance.style.set_table_attributes('class="table"'),
+    tutorial.for_the_book(glance),
     display=False,
 )
 

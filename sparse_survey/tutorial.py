@@ -361,6 +361,14 @@ def show(table: pd.DataFrame, decimals: int = 2, title: str | None = None) -> No
     display(Markdown("\n\n".join(parts)))
 
 
+def for_the_book(table: pd.DataFrame):
+    """A table as a chapter pastes it (glued as a pandas Styler): the index's name in the
+    header's corner rather than on a header row of its own, the book's table style."""
+    corner = table.index.name if table.index.nlevels == 1 else None
+    return (table.rename_axis(index=None if corner else table.index.names, columns=corner)
+            .style.set_table_attributes('class="table"'))
+
+
 def glue_numbers(prefix: str, **values) -> None:
     """Glue each value for the book as ``<prefix>_<name>`` (not displayed here); a NumPy
     scalar is glued as the Python number it holds, whose text the book can format."""

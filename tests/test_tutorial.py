@@ -133,3 +133,13 @@ def test_every_seed_gathers_a_cells_seeds_from_every_machine_and_no_other_cell(t
     assert sorted(r["config"]["seed"] for r in cell) == [0, 1, 2]
     assert {r["config"]["compression"] for r in cell} == {1}
     assert {r["label"] for r in cell} == {"Mag"}
+
+
+def test_a_table_for_the_book_has_one_header_row_with_the_index_name_in_its_corner():
+    import pandas as pd
+
+    table = pd.DataFrame({"accuracy": [80.0, 70.0]}, index=pd.Index([1, 2], name="compression"))
+    html = tutorial.for_the_book(table).to_html()
+    head = html.split("<thead>")[1].split("</thead>")[0]
+    assert head.count("<tr>") == 1 and "compression" in head and "accuracy" in head
+    assert 'class="table"' in html
