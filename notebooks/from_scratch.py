@@ -242,7 +242,14 @@ for method in moving:
         )
         key = f"{report.label_key(label)}_over_static_c{c:g}".replace(".", "_")
         tutorial.glue_numbers(
-            "scratch", **{key: float(effects.at[c, "effect"])}
+            "scratch",
+            **{
+                key: float(effects.at[c, "effect"]),
+                f"{key}_judged_by": judged_by,
+                f"{key}_matters": "matters"
+                if report.matters(effects.at[c, "effect"], judged_by)
+                else "within the spread",
+            },
         )
 tutorial.glue_numbers("scratch", seed_spread=spread)
 tutorial.show(
