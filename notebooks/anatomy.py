@@ -83,15 +83,12 @@ print(
 )
 
 # %%
-import matplotlib.pyplot as plt
-
 figure = figures.anatomy_figure(
     weights,
     macs,
     f"{model_name} (width {width:g}): weights and compute by layer",
 )
-glue("anatomy_figure", figure)  # shown here and in the background chapter
-plt.close(figure)
+tutorial.show_figure(figure, "anatomy_figure")  # the background chapter's
 
 # %%
 # the six last convolutions (512 channels in VGG16)

@@ -415,6 +415,7 @@ def every_seed(records: list[dict], results: str | os.PathLike = "results") -> l
 
 
 FOR_THE_BOOK = "SPARSE_SURVEY_FOR_BOOK"  # set (to 1) when executing the book's copies
+SHOWN_IN_THE_CHAPTER = "*(The figure `{name}` is shown in this notebook's chapter.)*"
 
 
 def show_figure(figure, name: str | None = None) -> None:
@@ -422,18 +423,17 @@ def show_figure(figure, name: str | None = None) -> None:
 
     When the notebook is executed for the book (``SPARSE_SURVEY_FOR_BOOK=1``, see the reproduce
     page), a glued figure is shown by the chapter that pastes it, so that a reader meets it once
-    in the chapter and its notebook page: the notebook then keeps it only as glue data and says
-    where it is."""
+    in the chapter and its notebook page: a note (:data:`SHOWN_IN_THE_CHAPTER`) comes before
+    it, and the book (``book/_ext/figure_once.py``) shows the note in the figure's place."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
     if name:
         from myst_nb import glue
 
-        for_the_book = os.environ.get(FOR_THE_BOOK, "") not in ("", "0")
-        glue(name, figure, display=not for_the_book)
-        if for_the_book:
-            display(Markdown(f"*(The figure `{name}` is shown in this notebook's chapter.)*"))
+        if os.environ.get(FOR_THE_BOOK, "") not in ("", "0"):
+            display(Markdown(SHOWN_IN_THE_CHAPTER.format(name=name)))
+        glue(name, figure)  # displayed: the chapter's copy is the file this output writes
     else:
         display(figure)
     plt.close(figure)
