@@ -7,12 +7,7 @@ from here."""
 from sparse_survey.experiment import RunConfig
 from sparse_survey.store import Store
 
-AWAITING_RUNS = {
-    # the per-layer inversion and the references after training, at the laptop preset: the
-    # work list's last run of them, a ticket rewound to step 62 at c = 2
-    "sanity_checks": RunConfig.from_preset("laptop", "imp", 2, seed=0, iterations=1, rewind=62,
-                                           precision="fp32"),
-}
+AWAITING_RUNS: dict[str, RunConfig] = {}
 
 
 def awaiting(results) -> set[str]:
