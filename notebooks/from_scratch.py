@@ -234,7 +234,7 @@ for method in moving:
             {
                 "method": label,
                 "compression": c,
-                f"{label} - static": effects.at[c, "effect"],
+                "minus static": effects.at[c, "effect"],
                 "seeds": effects.at[c, "seeds"],
                 "judged by": judged_by,
                 "verdict": report.verdict(effects.at[c, "effect"], judged_by),
