@@ -32,9 +32,11 @@ METHOD_LOOKS = {
     "fine-tuned": ("#008080", "d"), "rewound to a step": ("#b8860b", "H"),
     "SET": ("#17becf", "<"), "RigL": ("#bcbd22", ">"), "Static": ("#393b79", "h"),
 }
-# A control of a method's mask keeps the method's look with a line of its own.
-CONTROL_LINES = {"layerwise shuffle": ":", "random reinit": "-.",
-                 "inverted scores": (0, (6, 2, 1, 2)), "inverted scores per layer": (0, (1, 1))}
+# A control of a method's mask keeps the method's colour, with a line and a marker of its own
+# (thin markers no method uses), so that four controls in one figure read apart.
+CONTROL_LOOKS = {"layerwise shuffle": ((0, (4, 2)), "x"), "random reinit": ("-.", "+"),
+                 "inverted scores": ((0, (9, 3)), "1"),
+                 "inverted scores per layer": (":", "2")}
 # Text sizes that stay legible when a figure of at most 8 inches fills the book's column.
 BOOK_STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10,
               "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9}
@@ -57,11 +59,11 @@ def book_style(draw: Callable) -> Callable:
 def method_style(label: str) -> dict:
     """How a method's series is drawn in every figure (:data:`METHOD_LOOKS`): its colour and
     marker; a solid line for the method as it is meant, dashed for a variant of its hidden
-    choices ("SNIP (train-mode BN)"), and a line of each control's own
-    (:data:`CONTROL_LINES`) for a control of its mask ("Mag, layerwise shuffle"). IMP rewound
-    to a training step, or not rewound (fine-tuned), are methods of their own here."""
+    choices ("SNIP (train-mode BN)"), and the method's colour with each control's own line and
+    marker (:data:`CONTROL_LOOKS`) for a control of its mask ("Mag, layerwise shuffle"). IMP
+    rewound to a training step, or not rewound (fine-tuned), are methods of their own here."""
     method, _, control = label.partition(", ") if label.endswith(
-        tuple(f", {c}" for c in CONTROL_LINES)) else (label, "", "")
+        tuple(f", {c}" for c in CONTROL_LOOKS)) else (label, "", "")
     rounds = IMP_LABEL.match(method)
     if rounds and "fine-tuned" in method:
         base = "fine-tuned"
@@ -74,7 +76,10 @@ def method_style(label: str) -> dict:
     color, marker = METHOD_LOOKS.get(base, ("#aaaaaa", "o"))
     variant = not (method in (base, f"{base} (ERK)") or base in ("fine-tuned",
                                                                  "rewound to a step"))
-    line = CONTROL_LINES[control] if control else "--" if variant else "-"
+    if control:
+        line, marker = CONTROL_LOOKS[control]
+    else:
+        line = "--" if variant else "-"
     return {"color": color, "marker": marker, "linestyle": line}
 
 

@@ -443,6 +443,8 @@ def test_every_method_of_a_figure_is_drawn_its_own_way_and_the_same_way_everywhe
     assert {line.get_label(): line.get_color() for ax in alone.axes
             for line in ax.get_lines()} == {
         "SynFlow": looks["SynFlow"][0], "SET (ERK)": looks["SET (ERK)"][0]}
+    assert figures.method_style("Mag, layerwise shuffle")["marker"] != \
+        figures.method_style("Mag, random reinit")["marker"]  # controls read apart
     assert figures.method_style("Mag, layerwise shuffle")["color"] == \
         figures.method_style("Mag")["color"]  # a control keeps its method's colour
     # the survey's numbers and the seed bands are named in the legend where they are drawn
