@@ -290,11 +290,19 @@ def cost_accuracy_figure(records: list[dict], compressions: list[float],
                          trainings: Callable[[str], int], path: Path | None = None):
     """Accuracy against what it cost: one panel per compression, each method a point at the
     number of trainings its label costs (``trainings(label)``) and its mean accuracy over
-    seeds, with a bar of one standard deviation where several seeds finished."""
+    seeds, with a bar of one standard deviation where several seeds finished. Methods of one
+    cost stand side by side around it, so that no point covers another."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     mean, std, _ = summary(records, "accuracy")
+    costs = {method: trainings(method) for method in mean.columns}
+    where = {}
+    for cost in set(costs.values()):
+        alike = [method for method in mean.columns if costs[method] == cost]
+        step = min(0.08, 0.6 / len(alike))
+        where.update({method: cost + (i - (len(alike) - 1) / 2) * step
+                      for i, method in enumerate(alike)})
     chosen = [c for c in compressions if c in mean.index]
     panels = max(len(chosen), 1)
     fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 1.6, 4), squeeze=False)
@@ -303,7 +311,7 @@ def cost_accuracy_figure(records: list[dict], compressions: list[float],
             if math.isnan(mean.at[c, method]):
                 continue
             style = method_style(method)
-            ax.errorbar(trainings(method), mean.at[c, method],
+            ax.errorbar(where[method], mean.at[c, method],
                         yerr=0 if math.isnan(std.at[c, method]) else std.at[c, method],
                         fmt=style["marker"], color=style["color"], capsize=3, label=method)
         ax.set_xlabel("trainings per run")

@@ -790,3 +790,21 @@ def test_the_cpu_full_preset_is_the_laptop_network_on_all_of_cifar10_on_the_fast
     config = RunConfig.from_preset("cpu-full", "dense", 0, device="cpu")
     assert config.precision == ("bf16" if train.bf16_supported("cpu") else "fp32")
     assert config.label == "Dense"  # its own precision is no departure
+
+
+def test_methods_of_one_cost_stand_side_by_side_in_the_cost_figure():
+    """The cost figure draws each method at its number of trainings; methods that cost the
+    same are spread around that number, each at its own place, none past half a training."""
+    labels = ["Rand", "Mag", "SNIP", "IMP (2 Iters)"]
+    methods = ["rand", "mag", "snip", "imp"]
+    records = [fabricated(label, method, c, 0, 0.5 + i / 100, 1.0)
+               for i, (label, method) in enumerate(zip(labels, methods)) for c in (1, 2)]
+    trainings = {"Rand": 1, "Mag": 1, "SNIP": 1, "IMP (2 Iters)": 3}
+    figure = figures.cost_accuracy_figure(records, [1, 2], trainings.get)
+    for ax in figure.axes[:2]:
+        where = {container.get_label(): container.lines[0].get_xdata()[0]
+                 for container in ax.containers}
+        assert set(where) == set(labels)
+        assert len({where[label] for label in ("Rand", "Mag", "SNIP")}) == 3
+        assert all(abs(where[label] - trainings[label]) < 0.5 for label in labels)
+        assert where["IMP (2 Iters)"] == 3
