@@ -10,6 +10,7 @@ writes it as PNG and SVG and closes it.
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 from collections.abc import Callable
@@ -296,13 +297,11 @@ def cost_accuracy_figure(records: list[dict], compressions: list[float],
     from matplotlib.ticker import MaxNLocator
 
     mean, std, _ = summary(records, "accuracy")
-    costs = {method: trainings(method) for method in mean.columns}
-    where = {}
-    for cost in set(costs.values()):
-        alike = [method for method in mean.columns if costs[method] == cost]
-        step = min(0.08, 0.6 / len(alike))
-        where.update({method: cost + (i - (len(alike) - 1) / 2) * step
-                      for i, method in enumerate(alike)})
+    by_cost = collections.defaultdict(list)
+    for method in mean.columns:
+        by_cost[trainings(method)].append(method)
+    where = {method: cost + (i - (len(alike) - 1) / 2) * min(0.08, 0.6 / len(alike))
+             for cost, alike in by_cost.items() for i, method in enumerate(alike)}
     chosen = [c for c in compressions if c in mean.index]
     panels = max(len(chosen), 1)
     fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 1.6, 4), squeeze=False)
