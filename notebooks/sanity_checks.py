@@ -123,21 +123,18 @@ spread = report.seed_spread(everything)
 # A lottery ticket with rewinding restarts its survivors from their values at an early step of
 # the dense training, where Frankle et al. (2020) found the training stable. Which step is
 # measured here rather than assumed: seed 0's ticket at each candidate step (a share of the
-# training), at every compression. The step chosen is the earliest whose accuracy at the highest
-# compression is within twice the typical seed spread of the best candidate's.
+# training), at every compression. The step chosen is the earliest whose accuracy is within
+# twice the typical seed spread of the best candidate's, at the highest compression where the
+# best candidate trains above chance by more than twice that spread: where every candidate is
+# at chance (the shared mask has emptied a layer), they cannot be told apart.
 
 # %%
 config = run.configs("imp", seeds=run.seeds[:1], iterations=1)[0]
-steps_per_epoch = (
-    len(
-        ss.experiment.dataset(
-            config.dataset,
-            limit_per_class=config.limit_per_class,
-            progress=False,
-        )[0]
-    )
-    // config.recipe.batch_size
-)
+train_set = ss.experiment.dataset(
+    config.dataset, limit_per_class=config.limit_per_class, progress=False
+)[0]
+steps_per_epoch = len(train_set) // config.recipe.batch_size
+chance = 100 / len(train_set.classes)
 total_steps = config.recipe.epochs * steps_per_epoch
 candidates = [
     round(f * total_steps)
@@ -150,32 +147,38 @@ tickets = {
     )
     for step in candidates
 }
-highest = max(run.compressions)
-at_highest = {
-    step: 100
-    * next(
+
+
+def ticket_accuracy(step, c):
+    """Seed 0's ticket rewound to ``step``, at compression ``c`` (%)."""
+    return 100 * next(
         r["metrics"]["test_acc"]
-        for r in records
-        if r["config"]["compression"] == highest
+        for r in tickets[step]
+        if r["config"]["compression"] == c
     )
-    for step, records in tickets.items()
-}
-best = max(at_highest.values())
-rewind_step = min(s for s, a in at_highest.items() if best - a <= 2 * spread)
+
+
+judged_at = max(
+    (
+        c
+        for c in run.compressions
+        if max(ticket_accuracy(s, c) for s in candidates) - chance
+        > 2 * spread
+    ),
+    default=max(run.compressions),
+)
+best = max(ticket_accuracy(s, judged_at) for s in candidates)
+rewind_step = min(
+    s
+    for s in candidates
+    if best - ticket_accuracy(s, judged_at) <= 2 * spread
+)
 choice = pd.DataFrame(
     {
         "step": candidates,
         "share of training": [f"{s / total_steps:.1%}" for s in candidates],
         **{
-            f"c = {c:g}": [
-                100
-                * next(
-                    r["metrics"]["test_acc"]
-                    for r in tickets[s]
-                    if r["config"]["compression"] == c
-                )
-                for s in candidates
-            ]
+            f"c = {c:g}": [ticket_accuracy(s, c) for s in candidates]
             for c in run.compressions
         },
     }
@@ -185,12 +188,13 @@ tutorial.show(
     2,
     title=(
         "A lottery ticket rewound to each candidate step, seed 0: top-1 "
-        f"test accuracy (%); chosen: step {rewind_step}"
+        f"test accuracy (%); chosen at c = {judged_at:g}: step {rewind_step}"
     ),
 )
 tutorial.glue_numbers(
     "sanity",
     rewind_step=rewind_step,
+    rewind_judged_at=judged_at,
     total_steps=total_steps,
     rewind_share=rewind_step / total_steps,
 )
