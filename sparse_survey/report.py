@@ -432,17 +432,36 @@ def effects(records: list[dict], baseline: str, variant: str,
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("compression")
 
 
+def collapsed_cells(records: list[dict]) -> set[tuple[float, str]]:
+    """The cells (compression, label) in which every finished run left a prunable layer with no
+    weight at all (layer collapse): such a network can only predict one class, whatever its
+    seed, so its seeds agree by construction."""
+    collapsed: dict[tuple[float, str], bool] = {}
+    for r in records:
+        if r["status"] == "finished":
+            cell = (r["config"]["compression"], r["label"])
+            empty = any(d == 0 for d in r["layer_densities"].values())
+            collapsed[cell] = collapsed.get(cell, True) and empty
+    return {cell for cell, every in collapsed.items() if every}
+
+
 def seed_spread(records: list[dict], name: str = "accuracy", label: str | None = None,
                 compression: float | None = None) -> float:
     """The typical seed-to-seed standard deviation of table ``name``: the median over the cells
     (method and compression) that finished with two seeds or more, or, given a ``label`` and a
-    ``compression``, the standard deviation of that one cell; NaN where no such cell is."""
+    ``compression``, the standard deviation of that one cell; NaN where no such cell is.
+
+    The median leaves out the :func:`collapsed_cells`: their spread of zero measures the
+    collapse, not the noise of a seed, and would make every effect look larger than it is."""
     _, std, count = summary(records, name)
     spreads = std.where(count >= 2)
     if label is not None:
         if label not in spreads or compression not in spreads.index:
             return math.nan
         spreads = spreads.loc[[compression], [label]]
+    else:
+        for c, collapsed_label in collapsed_cells(records):
+            spreads.at[c, collapsed_label] = math.nan
     spreads = spreads.stack().dropna()
     return float(spreads.median()) if len(spreads) else math.nan
 

@@ -366,7 +366,8 @@ def fabricated(label, method, compression, seed, accuracy, time_s, status="finis
                         "remaining_fraction": 0.5, "cpu_rss_peak_bytes": 2**20,
                         "time_passes_s": 5 * time_s, "time_passes_wait_s": waited_s,
                         "time_passes_load": [0.5, 0.5]},
-            "timings": {"prune_s": time_s / 10}, "environment": {"cpus": 2}}
+            "timings": {"prune_s": time_s / 10}, "environment": {"cpus": 2},
+            "layer_densities": {"features.0.weight": 0.5, "classifier.weight": 0.5}}
 
 
 def test_the_scale_line_names_each_machine_and_how_many_runs_it_made():
@@ -610,6 +611,24 @@ def test_effects_spread_and_verdict_match_hand_computed_values():
     assert "no seed spread" in report.verdict(1.0, math.nan)
     assert report.matters(-4.1, 2.0) and not report.matters(4.0, 2.0)
     assert not report.matters(100.0, math.nan)
+
+
+def test_the_typical_spread_leaves_out_cells_whose_every_seed_lost_a_layer():
+    """A network with an empty layer predicts one class whatever its seed: a cell whose every
+    run collapsed has a spread of 0 by construction, which must not pull the median down. A cell
+    with one collapsed seed among trained ones still counts (its spread is real)."""
+    def run(label, compression, seed, accuracy, empty_layer):
+        record = fabricated(label, "mag", compression, seed, accuracy, 1.0)
+        record["layer_densities"]["classifier.weight"] = 0.0 if empty_layer else 0.5
+        return record
+
+    records = [run("Mag", 1, seed, acc, False) for seed, acc in enumerate((0.60, 0.62, 0.64))]
+    records += [run("Mag", 2, seed, 0.1, True) for seed in range(3)]  # collapsed: std 0
+    records += [run("SNIP", 2, 0, 0.1, True), run("SNIP", 2, 1, 0.5, False)]
+    assert report.collapsed_cells(records) == {(2, "Mag")}
+    # left: Mag at 1 (std 2.0) and SNIP at 2 (std 28.28); median 15.14, not the 2.0 with Mag at 2
+    assert report.seed_spread(records) == pytest.approx((2.0 + math.sqrt(800)) / 2)
+    assert report.seed_spread(records, label="Mag", compression=2) == 0.0
 
 
 def test_survey_runs_leave_out_the_controls_and_variants_but_train_mode_scoring():
