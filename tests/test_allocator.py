@@ -40,10 +40,14 @@ def faults_per_step(mode: str) -> list[int]:
 def test_a_cpu_training_stops_page_faulting_once_its_allocator_is_pinned():
     pinned, unpinned = faults_per_step("pinned"), faults_per_step("unpinned")
     assert len(pinned) == len(unpinned) == 15
-    # The last 10 steps. Pinned, most steps fault nothing: a thread may fault a few thousand
-    # pages once, when its heap first grows (on a busy machine, as late as step 10). Measured:
-    # bf16 on AVX512-BF16, 85 faults pinned against 2,636 to 11,588 unpinned; fp32 on an
-    # AVX2-only CPU, 836 and 1,185 pinned (8 and 9 quiet steps) against 16,704 and 15,467.
+    # Pinned, most of the last 10 steps fault nothing: a thread may fault a few thousand pages
+    # once, when its heap first grows (on a busy machine, as late as step 10). Measured: bf16 on
+    # AVX512-BF16, 85 faults pinned against 2,636 to 11,588 unpinned; fp32 on an AVX2-only CPU,
+    # 836 and 1,185 pinned (8 and 9 quiet steps) against 16,704 and 15,467.
     quiet = sum(faults < 100 for faults in pinned[-10:])
     assert quiet >= 7, pinned
-    assert sum(unpinned[-10:]) > 3 * sum(pinned[-10:]), (pinned, unpinned)
+    # Unpinned, glibc moves its thresholds with what the process frees, so its faults fade with
+    # the steps and the last 10 alone can be quiet too (a CI run: 2,466 unpinned against 850
+    # pinned). Compared from the second step on, after the first has grown the heap either way:
+    # 610 to 1,397 pinned against 11,562 to 13,192 unpinned here, 1,100 against 7,600 in that run.
+    assert sum(unpinned[1:]) > 3 * sum(pinned[1:]), (pinned, unpinned)
