@@ -214,9 +214,13 @@ reference_labels = {
 }
 everything += [r for records in references.values() for r in records]
 spread = report.seed_spread(everything)
-tutorial.glue_numbers("sanity", seed_spread=spread, runs=len(everything))
+hours = sum(r["timings"]["total_s"] for r in everything) / 3600
+tutorial.glue_numbers(
+    "sanity", seed_spread=spread, runs=len(everything), run_hours=hours
+)
 print(
-    f"{len(everything)} runs; typical seed-to-seed spread {spread:.2f} points"
+    f"{len(everything)} runs ({hours:.1f} hours of training and measuring); "
+    f"typical seed-to-seed spread {spread:.2f} points"
 )
 
 # %% [markdown]
@@ -400,6 +404,11 @@ def cell(record):
     return record["config"]["compression"], record["config"]["seed"]
 
 
+def made_on(record):
+    """The kind of device a run was scored and trained on ("cpu", "cuda")."""
+    return record["environment"]["device"]
+
+
 pairs = [
     (plain, moved)
     for records in arms.values()
@@ -408,16 +417,54 @@ pairs = [
     if cell(plain) == cell(moved)
     and plain["status"] == moved["status"] == "finished"
 ]
+same_device = [(p, m) for p, m in pairs if made_on(p) == made_on(m)]
 kept = all(
-    plain["layer_densities"] == moved["layer_densities"]
-    for plain, moved in pairs
+    p["layer_densities"] == m["layer_densities"] for p, m in same_device
 )
-tutorial.glue_numbers("sanity", shuffle_pairs=len(pairs))
 print(
-    f"{len(pairs)} method and shuffle pairs; every layer's density the same "
-    f"in each: {kept}"
+    f"{len(same_device)} method and shuffle pairs made on one kind of device; "
+    f"every layer's density the same in each: {kept}"
 )
 assert kept, "a shuffled mask changed a layer's density"
+
+# A method scored on a GPU and its controls scored on the CPU start from
+# masks that float rounding of the scores sets a few weights apart: how many
+# at most?
+layer_sizes = {
+    name: w.numel()
+    for name, w in ss.masks.prunable(
+        ss.experiment.fresh_model(
+            config.model,
+            config.width,
+            train_set.shape,
+            len(train_set.classes),
+            config.seed,
+            run.device,
+        )
+    ).items()
+}
+across = [(p, m) for p, m in pairs if made_on(p) != made_on(m)]
+moved_weights = max(
+    (
+        round(abs(p["layer_densities"][n] - m["layer_densities"][n]) * size)
+        for p, m in across
+        for n, size in layer_sizes.items()
+    ),
+    default=0,
+)
+tutorial.glue_numbers(
+    "sanity",
+    shuffle_pairs=len(same_device),
+    cross_device_pairs=len(across),
+    cross_device_layer_weights=moved_weights,
+)
+if across:
+    print(
+        f"{len(across)} pairs whose method ran on another kind of device than "
+        f"its shuffle ({', '.join(sorted({made_on(p) for p, _ in across}))}); "
+        f"their masks differ by at most {moved_weights} weights in a layer "
+        f"(of {min(layer_sizes.values())} to {max(layer_sizes.values())})"
+    )
 middle = min(run.compressions, key=lambda c: abs(c - 1))
 first_seed = [
     r

@@ -51,7 +51,7 @@ GLUED = {
                   "ablations_scope_mag_high_effect", "ablations_data_grasp_high_effect",
                   "ablations_rewind_step", "ablations_synflow_flow", "ablations_chance_count",
                   "ablations_summary_table"],
-    "sanity_checks": ["sanity_seed_spread", "sanity_runs", "sanity_mag_figure",
+    "sanity_checks": ["sanity_seed_spread", "sanity_runs", "sanity_run_hours", "sanity_mag_figure",
                       "sanity_snip_figure", "sanity_mag_layerwiseshuffle_c1_effect",
                       "sanity_snip_invertedscores_c1_effect", "sanity_shuffle_pairs",
                       "sanity_density_figure", "sanity_synflow_iou_high",
