@@ -332,32 +332,50 @@ def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
     return pd.DataFrame(columns)
 
 
-def beside_survey(records: list[dict], name: str) -> pd.DataFrame | None:
+def beside_survey(records: list[dict], name: str,
+                  scales: dict[str, list[dict]] | None = None) -> pd.DataFrame | None:
     """Ours and the survey's table ``name`` in one table narrow enough for a page: a row per
     method with our formatted cells (:func:`table`), under it, for a method the survey has, a
     row of the survey's numbers and, where the units agree, a row of ours - survey (of the
-    means); a column per compression the survey has. None where the survey has no such
-    table."""
+    means); a column per compression the survey has. ``scales`` adds the runs of other presets,
+    by the label their rows take (the results chapter shows the ``survey`` preset, the full-width
+    network, beside ``cpu-full``'s): under each of our methods that has finished runs there, a
+    row "↳ <label>" of their formatted cells and, where the units agree, "↳ <label> − survey".
+    None where the survey has no such table."""
     compared = comparison(records, name)
     if compared is None:
         return None
     ours, decimals = table(records, name), TABLES[name].decimals
+    others = {label: (table(runs, name), comparison(runs, name))
+              for label, runs in (scales or {}).items()
+              if any(r["status"] == "finished" for r in runs)}
 
     def numbers(values: pd.Series, sign: str = "") -> list[str]:
         return ["n/a" if math.isnan(v) else f"{v:{sign}.{decimals}f}".replace("-", "−")
                 for v in values]
 
+    def cells(formatted: pd.DataFrame, method: str) -> list[str]:
+        return [formatted.at[c, method] if c in formatted.index else "n/a"
+                for c in compared.index]
+
     labels, rows = [], []
     for method in ours.columns:  # the survey's methods and our variants of them, in order
         labels.append(method)
-        rows.append([ours.at[c, method] if c in ours.index else "n/a" for c in compared.index])
-        if (method, "survey") not in compared:
-            continue
-        labels.append("↳ survey")
-        rows.append(numbers(compared[(method, "survey")]))
-        if (method, "diff") in compared:
-            labels.append("↳ ours − survey")
-            rows.append(numbers(compared[(method, "diff")], "+"))
+        rows.append(cells(ours, method))
+        if (method, "survey") in compared:
+            labels.append("↳ survey")
+            rows.append(numbers(compared[(method, "survey")]))
+            if (method, "diff") in compared:
+                labels.append("↳ ours − survey")
+                rows.append(numbers(compared[(method, "diff")], "+"))
+        for label, (formatted, against) in others.items():
+            if method not in formatted.columns:
+                continue
+            labels.append(f"↳ {label}")
+            rows.append(cells(formatted, method))
+            if (method, "diff") in against:
+                labels.append(f"↳ {label} − survey")
+                rows.append(numbers(against[(method, "diff")].reindex(compared.index), "+"))
     return pd.DataFrame(rows, index=pd.Index(labels, name="method"),
                         columns=[f"c = {c:g}" for c in compared.index])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -499,6 +500,22 @@ def stored_runs(preset: str, results: str | os.PathLike = "results",
                            f"{folder / preset}{hint}: run `python -m sparse_survey sweep "
                            f"--preset {preset}` or the method notebooks first")
     return chosen.records
+
+
+def runs_at_scale(preset: str, results: str | os.PathLike = "results") -> list[dict]:
+    """The finished runs of a preset's survey grid in the store, and of its dense network
+    (label ``"Dense"``), to stand beside another preset's in a table (the results chapter shows
+    the ``survey`` preset's full-width network beside ``cpu-full``'s): at the precision most of
+    them ran at, since a cell holds one (:func:`~sparse_survey.report.frame`), fp32 on a tie;
+    none (an empty list, not an error) when the store holds none."""
+    stored = Store(results_dir(results)).records(resolve_preset(preset))
+    finished = [r for r in survey_runs(stored) + [r for r in stored if r["label"] == "Dense"]
+                if r["status"] == "finished"]
+    counts = Counter(r["config"]["precision"] for r in finished)
+    if not counts:
+        return []
+    chosen = max(sorted(counts, key=lambda p: p != "fp32"), key=counts.get)
+    return [r for r in finished if r["config"]["precision"] == chosen]
 
 
 def stored_benchmark(name: str, compute, preset: str,

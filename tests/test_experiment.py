@@ -487,6 +487,31 @@ def test_report_tables_match_hand_computed_means():
         "Mag", "↳ survey", "IMP (2 Iters)"]  # no difference row without a common unit
 
 
+def test_another_scales_rows_stand_under_each_method_it_has_with_their_own_gap():
+    """The results chapter's table 1 shows the survey preset's full-width runs under the
+    cpu-full rows: a row of their cells and one of their difference to the survey, only for the
+    methods stored there, the survey's numbers and our difference unchanged."""
+    ours = [fabricated("Mag", "mag", 1, 0, 0.80, 1.0), fabricated("SNIP", "snip", 1, 0, 0.70, 1.0)]
+    wide = [fabricated("Mag", "mag", c, s, a, 1.0, precision="bf16")
+            for c, s, a in ((1, 0, 0.89), (1, 1, 0.87), (2, 0, 0.85))]
+    beside = report.beside_survey(ours, "accuracy", {"survey scale": wide})
+    assert list(beside.index) == ["Mag", "↳ survey", "↳ ours − survey", "↳ survey scale",
+                                  "↳ survey scale − survey", "SNIP", "↳ survey",
+                                  "↳ ours − survey"]
+    rows = {label: beside.iloc[i] for i, label in enumerate(beside.index) if i < 5}
+    assert rows["↳ survey scale"]["c = 1"] == "88.00 ± 1.41 (2)"
+    assert rows["↳ survey scale"]["c = 2"] == "85.00"
+    assert rows["↳ survey scale"]["c = 0.05"] == "n/a"
+    assert rows["↳ survey scale − survey"]["c = 1"] == "−0.88"  # 88.00 - 88.88
+    assert rows["↳ ours − survey"]["c = 1"] == "−8.88"  # the cpu-full row's own, unchanged
+    assert beside.equals(report.beside_survey(ours, "accuracy", {"survey scale": wide}))
+    for nothing in ({}, {"survey scale": []}, None):  # no runs there: no rows, as before
+        assert report.beside_survey(ours, "accuracy", nothing).equals(
+            report.beside_survey(ours, "accuracy"))
+    memory = report.beside_survey(ours, "cpu_memory", {"survey scale": wide})
+    assert "↳ survey scale − survey" not in memory.index  # no difference without a unit
+
+
 def test_a_cell_stored_at_two_precisions_is_refused_not_averaged_or_dropped():
     """A preset whose precision is the machine's (cpu-full) can hold a cell in bf16 from one
     machine and in fp32 from another: as seeds of one mean, or as one run's repeats, either would

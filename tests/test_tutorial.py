@@ -1,5 +1,6 @@
 """The notebooks' helpers: parameters as papermill passes them, and clear errors."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,37 @@ def test_stored_runs_are_read_at_one_precision_the_machines_unless_told(tmp_path
         assert read["metrics"]["test_acc"] == accuracy
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         tutorial.stored_runs("smoke", tmp_path, precision="fp16")
+
+
+def test_runs_at_another_scale_are_its_current_grid_and_dense_at_its_commonest_precision(
+        tmp_path):
+    """The survey preset's runs that table 1 shows beside cpu-full's: none, not an error, while
+    none are stored; then its survey-grid and dense runs of the preset's current recipe, at the
+    precision most of them took (a cell holds one), fp32 on a tie; failed runs left out."""
+    assert tutorial.runs_at_scale("survey", tmp_path) == []
+
+    def stored(method, precision, status="finished", seed=0, **recipe):
+        config = RunConfig.from_preset("survey", method, 0 if method == "dense" else 1,
+                                       seed=seed, precision=precision)
+        if recipe:  # a sizing run with another recipe: stale once the preset is set
+            config = dataclasses.replace(
+                config, recipe=dataclasses.replace(config.recipe, **recipe))
+        Store(tmp_path).write({
+            "key": config.key, "label": config.label, "status": status,
+            "config": config_dict(config), "metrics": {"test_acc": 0.9}, "history": [],
+            "layer_densities": {}, "weight_histograms": {}, "timings": {}, "environment": {}})
+
+    stored("mag", "fp32")
+    stored("snip", "bf16")
+    assert [r["label"] for r in tutorial.runs_at_scale("survey", tmp_path)] == ["Mag"]  # a tie
+    stored("dense", "bf16")
+    stored("dense", "bf16", seed=1, epochs=7)
+    stored("grasp", "bf16", status="failed")
+    chosen = tutorial.runs_at_scale("survey", tmp_path)
+    assert sorted(r["label"] for r in chosen) == ["Dense", "SNIP"]
+    assert {r["config"]["precision"] for r in chosen} == {"bf16"}
+    with pytest.raises(ValueError, match="unknown preset 'wide'"):
+        tutorial.runs_at_scale("wide", tmp_path)
 
 
 def test_preset_names_are_checked():

@@ -60,6 +60,8 @@ def test_the_prepared_gpu_command_runs_the_list_and_packs_what_it_made(smoke_lis
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OUT": str(out), "WORKLIST": str(smoke_list),
                                "RESULTS": str(results), "BUDGET": "300",
+                               # the script's python3 is this interpreter, venv or not
+                               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                                "SPARSE_SURVEY_CACHE": str(tmp_path / "cache")})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "made 3 run record(s)" in (out / "log.txt").read_text()
