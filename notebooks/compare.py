@@ -110,12 +110,9 @@ display(Markdown(report.tables_markdown(records)))
 # %%
 gaps = []
 for name, spec in report.TABLES.items():
-    compared = report.comparison(records, name)
-    # no difference without one unit
-    if compared is None or not report.units_agree(name):
-        continue
-    diffs = compared.xs("diff", axis=1, level=1).stack().dropna().abs()
-    if not len(diffs):  # e.g. GPU memory, which no CPU run measures
+    diffs = report.survey_gaps(records, name)
+    # none without the survey's table in our unit, or a run that measures it
+    if not len(diffs):
         continue
     gaps.append(
         {
@@ -132,14 +129,7 @@ for name, spec in report.TABLES.items():
         },
     )
 # table 1 again at the survey's own scale, over the cells stored there
-survey_scale = (
-    report.comparison(at_survey_scale, "accuracy") if at_survey_scale else None
-)
-diffs = (
-    survey_scale.xs("diff", axis=1, level=1).stack().dropna().abs()
-    if survey_scale is not None and len(survey_scale.columns)
-    else pd.Series(dtype=float)
-)
+diffs = report.survey_gaps(at_survey_scale, "accuracy")
 tutorial.glue_numbers(
     "compare",
     survey_scale_cells=int(len(diffs)),

@@ -404,11 +404,7 @@ def cell(record):
     return record["config"]["compression"], record["config"]["seed"]
 
 
-def made_on(record):
-    """The kind of device a run was scored and trained on ("cpu", "cuda")."""
-    return record["environment"]["device"]
-
-
+made_on = report.kind_of_device  # "cpu" or "cuda"
 pairs = [
     (plain, moved)
     for records in arms.values()

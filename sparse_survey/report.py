@@ -332,6 +332,18 @@ def comparison(records: list[dict], name: str) -> pd.DataFrame | None:
     return pd.DataFrame(columns)
 
 
+def survey_gaps(records: list[dict], name: str) -> pd.Series:
+    """|ours - survey| per cell of table ``name`` (ours: the mean over seeds), over the cells
+    both have: empty where the survey has no such table, states another unit
+    (:func:`units_agree`), or no finished run fills a cell of it."""
+    if not units_agree(name) or not any(r["status"] == "finished" for r in records):
+        return pd.Series(dtype=float)
+    compared = comparison(records, name)
+    if not len(compared.columns):  # no method of the survey's among the records
+        return pd.Series(dtype=float)
+    return compared.xs("diff", axis=1, level=1).stack().dropna().abs()
+
+
 def beside_survey(records: list[dict], name: str,
                   scales: dict[str, list[dict]] | None = None) -> pd.DataFrame | None:
     """Ours and the survey's table ``name`` in one table narrow enough for a page: a row per
