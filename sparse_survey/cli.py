@@ -723,6 +723,14 @@ def add_worklist(commands) -> None:
     worklist.set_defaults(run=run_worklist_command)
 
 
+def print_status(rows: list[dict]) -> None:
+    """One line per work-list entry: done of runs, name, and the kind of device it waits for
+    when it is not this one."""
+    for row in rows:
+        elsewhere = f"  ({row['only_on']} only: not run here)" if row["only_on"] else ""
+        print(f"{row['done']:4d} of {row['runs']:4d} done  {row['name']}{elsewhere}")
+
+
 def run_worklist_command(args: argparse.Namespace) -> int:
     from .store import Store
     from .worklist import WORKLIST, load_worklist, pack, run_worklist, snapshot, status, unpack
@@ -735,8 +743,7 @@ def run_worklist_command(args: argparse.Namespace) -> int:
         return 1 if done["refused"] else 0
     entries = load_worklist(args.worklist or WORKLIST)
     if args.verb == "status":
-        for row in status(entries, store, args.device):
-            print(f"{row['done']:4d} of {row['runs']:4d} done  {row['name']}")
+        print_status(status(entries, store, args.device))
         return 0
     before = snapshot(store.root)
 
@@ -750,6 +757,5 @@ def run_worklist_command(args: argparse.Namespace) -> int:
                         args.data_root, progress=not args.no_progress, after_each=packed)
     packed()
     print(f"made {len(made)} run record(s) in {time.perf_counter() - start:.0f} s")
-    for row in status(entries, store, args.device):
-        print(f"{row['done']:4d} of {row['runs']:4d} done  {row['name']}")
+    print_status(status(entries, store, args.device))
     return 0

@@ -90,20 +90,38 @@ def bench_path(results: Path, entry: dict, device) -> Path:
 
 
 def status(entries: list[dict], store: Store, device: str | None = None) -> list[dict]:
-    """Per entry: its name and how many of its runs the store holds done (a benchmark: whether
-    this device's record is stored)."""
+    """Per entry, in order: its name, how many of its runs the store holds done (a benchmark:
+    whether this device's record is stored), and ``only_on``, the kind of device it is kept
+    for when that is not this one (else None). Such an entry is counted all the same (its runs
+    are stored under the same keys on any device; its benchmark is done when a device of its
+    kind has a record), so the queue a GPU works through can be read where its records land."""
     from .train import device_of
 
+    here = device_of(device)
     rows = []
-    for entry in applicable(entries, device):
+    for entry in entries:
+        elsewhere = entry.get("only_on", here.type) != here.type
+        row = {"name": entry["name"], "only_on": entry["only_on"] if elsewhere else None}
         if "bench" in entry:
-            done = bench_path(store.root, entry, device_of(device)).is_file()
-            rows.append({"name": entry["name"], "done": int(done), "runs": 1})
+            done = (_bench_stored_on(store.root, entry, entry["only_on"]) if elsewhere
+                    else bench_path(store.root, entry, here).is_file())
+            rows.append({**row, "done": int(done), "runs": 1})
             continue
-        configs = entry_configs(entry, device)
-        rows.append({"name": entry["name"], "done": sum(store.done(c) for c in configs),
-                     "runs": len(configs)})
+        configs = entry_configs(entry, entry["only_on"] if elsewhere else device)
+        rows.append({**row, "done": sum(store.done(c) for c in configs), "runs": len(configs)})
     return rows
+
+
+def _bench_stored_on(results: Path, entry: dict, kind: str) -> bool:
+    """Whether ``results`` holds a record of a benchmark entry made on any device of ``kind``."""
+    model = entry.get("args", {}).get("model_name", "vgg16")
+    for path in (results / "bench").glob(f"{entry['bench']}-{model}-*.json"):
+        try:
+            if json.loads(path.read_text()).get("device") == kind:
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue  # a damaged record is measured again (see bench.py)
+    return False
 
 
 def run_worklist(entries: list[dict], store: Store, time_budget: float,

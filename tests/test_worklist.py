@@ -80,7 +80,8 @@ def test_the_prepared_gpu_command_runs_the_list_and_packs_what_it_made(smoke_lis
     status = cli("worklist", "status", "--worklist", str(smoke_list), "--results", str(home),
                  "--device", "cpu")
     assert "   2 of    2 done  two one-shot runs" in status.stdout
-    assert "benchmark" not in status.stdout  # the GPU entry is not this device's
+    assert ("   0 of    1 done  a GPU benchmark (skipped on a CPU)  (cuda only: not run here)"
+            in status.stdout)  # the GPU's queue is read where its records land
 
 
 def test_a_call_continues_where_the_last_one_stopped(smoke_list, tmp_path):
@@ -92,7 +93,45 @@ def test_a_call_continues_where_the_last_one_stopped(smoke_list, tmp_path):
     rest = worklist.run_worklist(entries, store, time_budget=600, device="cpu", progress=False,
                                  cache_dir=tmp_path / "cache")
     assert len(rest) == 2 and all(r["status"] == "finished" for r in first + rest)
-    assert [row["done"] for row in worklist.status(entries, store, "cpu")] == [2, 1]
+    assert [row["done"] for row in worklist.status(entries, store, "cpu")] == [2, 0, 1]
+
+
+def test_status_counts_the_entries_kept_for_another_kind_of_device(tmp_path):
+    """On a CPU, a GPU entry's runs count under their own keys (a run's key does not name its
+    device), and its benchmark is done once any GPU has a record of it; a CPU's record of the
+    same benchmark, or a damaged record, is not one."""
+    entries = worklist.load_worklist(write(tmp_path / "list.yaml", """
+- name: gpu runs
+  only_on: cuda
+  preset: smoke
+  precision: fp32
+  grid: {methods: [mag, snip], compressions: [1], imp_iterations: []}
+- name: gpu bench
+  only_on: cuda
+  bench: train
+"""))
+    store = Store(tmp_path / "results")
+    cpu_twin = dict(entries[0], only_on="cpu")
+    worklist.run_worklist([cpu_twin], store, time_budget=600, device="cpu", progress=False,
+                          cache_dir=tmp_path / "cache")
+    bench = store.root / "bench"
+    write(bench / "train-vgg16-amd-epyc-avx512.json", json.dumps({"device": "cpu"}))
+    write(bench / "train-vgg16-nvidia-h200-broken.json", "{")
+
+    def rows():
+        return [(r["done"], r["runs"], r["only_on"])
+                for r in worklist.status(entries, store, "cpu")]
+
+    assert rows() == [(2, 2, "cuda"), (0, 1, "cuda")]
+    write(bench / "train-vgg16-nvidia-h200.json", json.dumps({"device": "cuda"}))
+    assert rows() == [(2, 2, "cuda"), (1, 1, "cuda")]
+    assert [r["only_on"] for r in worklist.status([cpu_twin], store, "cpu")] == [None]
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def test_pack_takes_only_what_is_new_or_changed(tmp_path):
