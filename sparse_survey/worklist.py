@@ -85,8 +85,12 @@ def bench_path(results: Path, entry: dict, device) -> Path:
     """Where a benchmark entry's record of ``device`` is stored (as ``bench train`` names it)."""
     from .bench import device_slug
 
-    model = entry.get("args", {}).get("model_name", "vgg16")
-    return results / "bench" / f"{entry['bench']}-{model}-{device_slug(device)}.json"
+    return results / "bench" / f"{bench_stem(entry)}-{device_slug(device)}.json"
+
+
+def bench_stem(entry: dict) -> str:
+    """A benchmark entry's record name without its device: the benchmark and the model."""
+    return f"{entry['bench']}-{entry.get('args', {}).get('model_name', 'vgg16')}"
 
 
 def status(entries: list[dict], store: Store, device: str | None = None) -> list[dict]:
@@ -100,22 +104,22 @@ def status(entries: list[dict], store: Store, device: str | None = None) -> list
     here = device_of(device)
     rows = []
     for entry in entries:
-        elsewhere = entry.get("only_on", here.type) != here.type
-        row = {"name": entry["name"], "only_on": entry["only_on"] if elsewhere else None}
+        kind = entry.get("only_on", here.type)
+        elsewhere = kind != here.type
+        row = {"name": entry["name"], "only_on": kind if elsewhere else None}
         if "bench" in entry:
-            done = (_bench_stored_on(store.root, entry, entry["only_on"]) if elsewhere
+            done = (_bench_stored_on(store.root, entry, kind) if elsewhere
                     else bench_path(store.root, entry, here).is_file())
             rows.append({**row, "done": int(done), "runs": 1})
             continue
-        configs = entry_configs(entry, entry["only_on"] if elsewhere else device)
+        configs = entry_configs(entry, kind if elsewhere else device)
         rows.append({**row, "done": sum(store.done(c) for c in configs), "runs": len(configs)})
     return rows
 
 
 def _bench_stored_on(results: Path, entry: dict, kind: str) -> bool:
     """Whether ``results`` holds a record of a benchmark entry made on any device of ``kind``."""
-    model = entry.get("args", {}).get("model_name", "vgg16")
-    for path in (results / "bench").glob(f"{entry['bench']}-{model}-*.json"):
+    for path in (results / "bench").glob(f"{bench_stem(entry)}-*.json"):
         try:
             if json.loads(path.read_text()).get("device") == kind:
                 return True
