@@ -315,8 +315,10 @@ def estimate_seconds(config: RunConfig, *pools: list[dict], left: int | None = N
     :func:`trainings`; :func:`experiment.trainings_left` counts those the IMP cache spares)
     times a median time per training of finished records: of those of the same kind (method,
     IMP rounds, control) in the first pool that has any, else of all in the first pool with
-    one. A record's time counts per training it did (:func:`trained`); one that trained
-    nothing says nothing of a training's time. None when no pool holds such a record."""
+    one. A record's time counts per training it did (:func:`trained`), scaled to this
+    config's epochs (a preset's sizing runs differ in their epochs; within a grid they do not,
+    and the scaling changes nothing); one that trained nothing says nothing of a training's
+    time. None when no pool holds such a record."""
     mine = config_dict(config)
     left = trainings(mine) if left is None else left
 
@@ -324,7 +326,8 @@ def estimate_seconds(config: RunConfig, *pools: list[dict], left: int | None = N
         return c["method"], c["iterations"], c.get("control")
 
     def per_training(records: list[dict]) -> float:
-        return statistics.median(r["timings"]["total_s"] / trained(r) for r in records)
+        return statistics.median(r["timings"]["total_s"] / trained(r) * mine["recipe"]["epochs"]
+                                 / r["config"]["recipe"]["epochs"] for r in records)
 
     finished = [[r for r in pool if r["status"] == "finished" and trained(r)] for pool in pools]
     for pool in finished:

@@ -725,6 +725,19 @@ def test_run_time_estimates_by_kind_then_by_training():
         RunConfig.from_preset("smoke", "imp", 1, iterations=2, control="reinit"))) == 4
 
 
+def test_run_time_estimates_scale_with_the_epochs():
+    """A preset's sizing runs differ only in their epochs: a run of 30 epochs is estimated at
+    twice a stored run of 15, one of 5 at a third."""
+    def at(epochs):
+        recipe = replace(experiment.PRESETS["smoke"].recipe, epochs=epochs)
+        return RunConfig.from_preset("smoke", "dense", 0, recipe=recipe)
+
+    stored = [{"status": "finished", "config": config_dict(at(15)), "timings": {"total_s": 60}}]
+    assert sweeps.estimate_seconds(at(30), stored) == pytest.approx(120)
+    assert sweeps.estimate_seconds(at(5), stored) == pytest.approx(20)
+    assert sweeps.estimate_seconds(at(15), stored) == pytest.approx(60)
+
+
 def imp_record(seconds, cached):
     """A finished IMP record of ``len(cached) - 1`` rounds, those marked True from the cache."""
     record = timed_record("imp", seconds, iterations=len(cached) - 1)
