@@ -704,8 +704,9 @@ def test_a_time_budget_starts_no_run_that_would_end_past_it(configs, tmp_path):
         sweeps.sweep(configs, store, backend="ray", time_budget=60, progress=False)
 
 
-def timed_record(method, seconds, iterations=None, control=None, status="finished"):
-    config = RunConfig.from_preset("smoke", method, 1, iterations=iterations, control=control)
+def timed_record(method, seconds, iterations=None, control=None, status="finished", **fields):
+    config = RunConfig.from_preset("smoke", method, 1, iterations=iterations, control=control,
+                                   **fields)
     return {"status": status, "config": config_dict(config),
             "timings": {"total_s": seconds}}
 
@@ -728,11 +729,13 @@ def test_run_time_estimates_by_kind_then_by_training():
 def test_run_time_estimates_scale_with_the_epochs():
     """A preset's sizing runs differ only in their epochs: a run of 30 epochs is estimated at
     twice a stored run of 15, one of 5 at a third."""
-    def at(epochs):
-        recipe = replace(experiment.PRESETS["smoke"].recipe, epochs=epochs)
-        return RunConfig.from_preset("smoke", "dense", 0, recipe=recipe)
+    def recipe(epochs):
+        return replace(experiment.PRESETS["smoke"].recipe, epochs=epochs)
 
-    stored = [{"status": "finished", "config": config_dict(at(15)), "timings": {"total_s": 60}}]
+    def at(epochs):
+        return RunConfig.from_preset("smoke", "dense", 0, recipe=recipe(epochs))
+
+    stored = [timed_record("dense", 60, recipe=recipe(15))]
     assert sweeps.estimate_seconds(at(30), stored) == pytest.approx(120)
     assert sweeps.estimate_seconds(at(5), stored) == pytest.approx(20)
     assert sweeps.estimate_seconds(at(15), stored) == pytest.approx(60)
