@@ -13,12 +13,13 @@ adapt to what the training frees, so over a few steps they can fade; CI runs hav
 unpinned against 2,098 pinned from the second step on.)"""
 
 import ast
+import resource
 import subprocess
 import sys
 import textwrap
 
 PROBE = textwrap.dedent("""
-    import ctypes, resource
+    import ctypes, ctypes.util, resource
 
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -30,7 +31,7 @@ PROBE = textwrap.dedent("""
     def reallocation_rounds(rounds=4, blocks=3, size=30 * 2**20):
         '''Per round: (page faults of malloc'ing and writing the blocks, MiB resident after
         freeing them minus before the round).'''
-        libc = ctypes.CDLL("libc.so.6")
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
         libc.free.argtypes = [ctypes.c_void_p]
         out = []
@@ -70,7 +71,7 @@ TRAIN = PROBE + textwrap.dedent("""
     print(([b - a for a, b in zip(counts, counts[1:])], reallocation_rounds()))
 """)
 
-BLOCK_PAGES = 3 * 30 * 2**20 // 4096
+BLOCK_PAGES = 3 * 30 * 2**20 // resource.getpagesize()
 
 
 def run(script: str, *args: str):
