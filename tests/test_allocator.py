@@ -18,7 +18,12 @@ import subprocess
 import sys
 import textwrap
 
-PROBE = textwrap.dedent("""
+# each block under glibc's largest moving mmap threshold (32 MiB), together over its largest
+# self-set trim threshold (64 MiB): see the module docstring
+BLOCKS, BLOCK_BYTES = 3, 30 * 2**20
+BLOCK_PAGES = BLOCKS * BLOCK_BYTES // resource.getpagesize()
+
+PROBE = textwrap.dedent(f"""
     import ctypes, ctypes.util, resource
 
     def faults():
@@ -28,7 +33,7 @@ PROBE = textwrap.dedent("""
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
-    def reallocation_rounds(rounds=4, blocks=3, size=30 * 2**20):
+    def reallocation_rounds(rounds=4, blocks={BLOCKS}, size={BLOCK_BYTES}):
         '''Per round: (page faults of malloc'ing and writing the blocks, MiB resident after
         freeing them minus before the round).'''
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -70,8 +75,6 @@ TRAIN = PROBE + textwrap.dedent("""
               on_step=lambda step, m, _: counts.append(faults()))
     print(([b - a for a, b in zip(counts, counts[1:])], reallocation_rounds()))
 """)
-
-BLOCK_PAGES = 3 * 30 * 2**20 // resource.getpagesize()
 
 
 def run(script: str, *args: str):
