@@ -2,6 +2,7 @@
 wrong result, a repeated run, a traceback or a hang is provoked here and must now be refused or
 said out loud."""
 
+import copy
 import json
 import os
 import signal
@@ -410,11 +411,20 @@ def test_the_compare_notebook_reads_a_partial_store(holds, partial_stores, tmp_p
     assert not errors
 
 
-def damaged_record(tmp_path, **damage) -> tuple[Store, RunConfig, Path]:
-    store, config = Store(tmp_path), smoke()
+@pytest.fixture(scope="module")
+def finished_record(tmp_path_factory) -> tuple[RunConfig, dict]:
+    """One finished smoke run and its record, trained once for all the damaged-record cases."""
+    store, config = Store(tmp_path_factory.mktemp("finished")), smoke()
     sweeps.sweep([config], store, progress=False)
+    return config, json.loads(store.path(config).read_text())
+
+
+def damaged_record(tmp_path, finished_record, **damage) -> tuple[Store, RunConfig, Path]:
+    """A store under ``tmp_path`` holding ``finished_record`` with ``damage`` done to it."""
+    config, record = finished_record
+    store, record = Store(tmp_path), copy.deepcopy(record)
     path = store.path(config)
-    record = json.loads(path.read_text())
+    path.parent.mkdir(parents=True)
     for where, value in damage.items():  # "metrics__time_s" sets record["metrics"]["time_s"]
         *parents, last = where.split("__")
         part = record
@@ -435,8 +445,8 @@ def damaged_record(tmp_path, **damage) -> tuple[Store, RunConfig, Path]:
     {"layer_densities": {"a": "b"}}, {"config__seed": "0"},
     {"schema": "99"}, {"schema": None}, {"schema": -1}, {"schema": 2.5}])
 def test_a_malformed_finished_record_is_skipped_reported_without_traceback_and_healed(
-        damage, tmp_path):
-    store, config, path = damaged_record(tmp_path, **damage)
+        damage, tmp_path, finished_record):
+    store, config, path = damaged_record(tmp_path, finished_record, **damage)
     with pytest.warns(UserWarning, match=f"skipping {path}: not a valid run record"):
         assert store.records("smoke") == [] and not store.done(config)
     out = cli("report", "--preset", "smoke", "--results", str(tmp_path), "--out",
@@ -448,8 +458,8 @@ def test_a_malformed_finished_record_is_skipped_reported_without_traceback_and_h
         experiment.SCHEMA
 
 
-def test_a_schema_written_as_a_float_above_ours_is_a_newer_record(tmp_path):
-    store, config, path = damaged_record(tmp_path, schema=99.0)
+def test_a_schema_written_as_a_float_above_ours_is_a_newer_record(tmp_path, finished_record):
+    store, config, path = damaged_record(tmp_path, finished_record, schema=99.0)
     with pytest.raises(NewerRecordError):
         store.records("smoke")
     assert json.loads(path.read_text())["schema"] == 99.0
