@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_survey import data
+from sparse_survey import data, threads
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.zip"
 
@@ -36,3 +36,12 @@ def digits():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def fixed_threads(monkeypatch):
+    """torch's CPU thread count held fixed (``SPARSE_SURVEY_ADAPT_THREADS=0``; the processes a
+    test starts inherit it), for tests that compare two trainings bit for bit: a count that made
+    way for another process (another test worker, a busy machine) changes the order of some sums
+    (see :mod:`sparse_survey.threads`)."""
+    monkeypatch.setenv(threads.ENVIRONMENT_SWITCH, "0")

@@ -183,6 +183,7 @@ def test_cli_bench_train_on_one_channel_digits_prints_and_stores_the_loops(tmp_p
     assert stored["macs_per_image"] == 64 * 75 + 75 * 25 + 25 * 10  # the width-1/4 MLP
 
 
+@pytest.mark.usefixtures("fixed_threads")  # the stored run is trained again here, exactly
 def test_the_reproduce_chapters_commands_store_the_records_the_notebooks_would(tmp_path):
     """Each "rerun one cell" command of the book, at the smoke preset, stores exactly the run a
     notebook stores (the same key), with the numbers a direct run of that config gives."""

@@ -202,6 +202,7 @@ def test_config_keys_and_bad_input():
         RunConfig.from_preset("smoke", "mag", 1, eval_every=0)
 
 
+@pytest.mark.usefixtures("fixed_threads")  # the same trainings twice, compared exactly
 def test_a_control_run_trains_the_same_control_as_lottery_controls(tmp_path):
     """A stored control run and :func:`lottery.controls` build and train the same models."""
     from sparse_survey import data, lottery, models

@@ -8,6 +8,8 @@ import torch
 from sparse_survey import lottery, masks, models
 from sparse_survey.train import Recipe
 
+pytestmark = pytest.mark.usefixtures("fixed_threads")  # runs and reruns compared bit for bit
+
 RECIPE = Recipe(epochs=3, batch_size=64, lr=0.05, momentum=0.9, nesterov=False, weight_decay=0,
                 schedule="constant")
 
