@@ -148,11 +148,11 @@ def test_a_failing_run_is_stored_as_failed(tmp_path):
     assert "metrics" not in record and record["timings"]["total_s"] > 0
 
 
-def test_ray_backend_gives_the_same_records_as_the_local_one(swept, tmp_path, monkeypatch):
+@pytest.mark.usefixtures("fixed_threads")  # the Ray workers inherit it
+def test_ray_backend_gives_the_same_records_as_the_local_one(swept, tmp_path):
     """At a fixed thread count (Ray's own processes take CPU time, which a thread count that
     adapts would make way for, and a count changes the order of some sums)."""
     import ray  # a requirement: this test never skips
-    monkeypatch.setenv("SPARSE_SURVEY_ADAPT_THREADS", "0")  # the Ray workers inherit it
     _, configs, local = swept
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -2,7 +2,6 @@
 wrong result, a repeated run, a traceback or a hang is provoked here and must now be refused or
 said out loud."""
 
-import copy
 import json
 import os
 import signal
@@ -412,19 +411,18 @@ def test_the_compare_notebook_reads_a_partial_store(holds, partial_stores, tmp_p
 
 
 @pytest.fixture(scope="module")
-def finished_record(tmp_path_factory) -> tuple[RunConfig, dict]:
-    """One finished smoke run and its record, trained once for all the damaged-record cases."""
+def finished_record(tmp_path_factory) -> tuple[RunConfig, str]:
+    """One finished smoke run and its record file's text, trained once for all the
+    damaged-record cases."""
     store, config = Store(tmp_path_factory.mktemp("finished")), smoke()
     sweeps.sweep([config], store, progress=False)
-    return config, json.loads(store.path(config).read_text())
+    return config, store.path(config).read_text()
 
 
 def damaged_record(tmp_path, finished_record, **damage) -> tuple[Store, RunConfig, Path]:
     """A store under ``tmp_path`` holding ``finished_record`` with ``damage`` done to it."""
-    config, record = finished_record
-    store, record = Store(tmp_path), copy.deepcopy(record)
-    path = store.path(config)
-    path.parent.mkdir(parents=True)
+    config, text = finished_record
+    store, record = Store(tmp_path), json.loads(text)
     for where, value in damage.items():  # "metrics__time_s" sets record["metrics"]["time_s"]
         *parents, last = where.split("__")
         part = record
@@ -434,8 +432,7 @@ def damaged_record(tmp_path, finished_record, **damage) -> tuple[Store, RunConfi
             del part[last]
         else:
             part[last] = value
-    path.write_text(json.dumps(record))
-    return store, config, path
+    return store, config, write_json(store.path(config), record)
 
 
 @pytest.mark.parametrize("damage", [
