@@ -42,6 +42,6 @@ def _seed():
 def fixed_threads(monkeypatch):
     """torch's CPU thread count held fixed (``SPARSE_SURVEY_ADAPT_THREADS=0``; the processes a
     test starts inherit it), for tests that compare two trainings bit for bit: a count that made
-    way for another process (another test worker, a busy machine) changes the order of some sums
+    way for another process (on a busy machine) changes the order of some sums
     (see :mod:`sparse_survey.threads`)."""
     monkeypatch.setenv(threads.ENVIRONMENT_SWITCH, "0")
