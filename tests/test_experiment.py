@@ -44,8 +44,9 @@ def test_a_smoke_sweep_produces_records_and_tables(swept):
     for key in ("config", "metrics", "layer_densities", "history", "timings", "environment"):
         assert record[key]
     for key in ("test_acc", "best_test_acc", "density", "remaining_fraction", "flops_fraction",
-                "time_s", "cpu_rss_peak_bytes"):
+                "time_s"):
         assert math.isfinite(record["metrics"][key])
+    assert not [k for k in record["metrics"] if k.startswith("cpu_")]  # smoke: no memory probe
     assert record["environment"]["torch"] and record["environment"]["device"] == "cpu"
     assert record["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert record["environment"]["bf16_hardware"] is train.bf16_supported("cpu")
@@ -56,6 +57,20 @@ def test_a_smoke_sweep_produces_records_and_tables(swept):
     assert scale.startswith("MLP at width 1, ") and "30 training images per class" in scale
     assert f"10 epochs at batch 32, {records[0]['config']['precision']}, on " in scale
     assert scale.endswith("seeds per cell: 1")
+
+
+def test_a_preset_that_measures_cpu_memory_stores_the_probes_numbers_under_the_same_key(
+        tmp_path, monkeypatch):
+    config = RunConfig.from_preset("smoke", "mag", 1, device="cpu")
+    monkeypatch.setitem(experiment.PRESETS, "smoke",
+                        replace(experiment.PRESETS["smoke"], cpu_memory=True))
+    measured = RunConfig.from_preset("smoke", "mag", 1, device="cpu")
+    assert measured.key == config.key  # what is measured is not what is computed
+    metrics = experiment.run(measured)["metrics"]
+    assert metrics["cpu_rss_peak_bytes"] >= metrics["cpu_rss_model_loaded_bytes"] >= \
+        metrics["cpu_rss_baseline_bytes"] > 0
+    assert metrics["cpu_uss_increase_bytes"] == \
+        metrics["cpu_uss_peak_bytes"] - metrics["cpu_uss_baseline_bytes"] >= 0
 
 
 def test_running_the_sweep_again_does_no_work(swept, monkeypatch):

@@ -2,6 +2,7 @@
 jupytext pairs are in sync; the committed .ipynb files carry no outputs."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import jupytext
@@ -11,6 +12,7 @@ import yaml
 from awaiting import awaiting
 
 from sparse_survey import pruners, report, sweeps
+from sparse_survey.experiment import PRESETS
 from sparse_survey.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +47,7 @@ GLUED = {
                 "compare_dense_accuracy", "compare_pairs_alike", "compare_imp_edge_high",
                 "compare_collapsed_max", "compare_late_early_imp2iters", "compare_time_spread",
                 "compare_grasp_weakest", "compare_grasp_train_compressions",
-                "compare_dense_range", "compare_time_by_machine"],
+                "compare_dense_range", "compare_time_by_machine", "compare_memory_spread"],
     "ablations": ["ablations_seed_spread", "ablations_bn_grasp_mild_effect",
                   "ablations_bn_snip_verdict", "ablations_synflow_high_effect",
                   "ablations_scope_mag_high_effect", "ablations_data_grasp_high_effect",
@@ -77,11 +79,14 @@ def test_every_notebook_is_covered():
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """A store holding the smoke-preset runs the method notebooks make (so that the compare and
-    sparsity notebooks, which read the store, run on their own too)."""
+    sparsity notebooks, which read the store, run on their own too), with the CPU memory that
+    the smoke preset does not measure (those notebooks show it)."""
     root = tmp_path_factory.mktemp("results")
     grid = {"methods": list(pruners.METHODS), "compressions": [0.5, 1], "imp_iterations": [2]}
-    sweeps.sweep(sweeps.grid_configs(sweeps.load_grid(grid), "smoke"), Store(root),
-                 cache_dir=root / "cache", progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(PRESETS, "smoke", replace(PRESETS["smoke"], cpu_memory=True))
+        sweeps.sweep(sweeps.grid_configs(sweeps.load_grid(grid), "smoke"), Store(root),
+                     cache_dir=root / "cache", progress=False)
     return root
 
 
