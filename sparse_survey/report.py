@@ -46,8 +46,9 @@ class Table(NamedTuple):
     decimals it prints, its unit (as the survey's transcription writes units), the survey's table
     it mirrors (if any), for a timing, where the clock of that timing is in a record (section
     and :func:`sparse_survey.profile.timed` name), so that a cell timed while other work shared
-    the machine can be marked, and whether the number is the machine's as much as the model's
-    (the CPU-side times and memory: see :func:`device_kind`)."""
+    the machine can be marked, whether the number is the machine's as much as the model's
+    (the CPU-side times and memory: see :func:`device_kind`), and why no run may have measured
+    it."""
 
     title: str
     value: Callable[[dict], float]
@@ -56,6 +57,7 @@ class Table(NamedTuple):
     survey: str | None = None
     clock: tuple[str, str] | None = None
     of_the_machine: bool = False
+    unmeasured: str | None = None
 
 
 def _metric(key: str, scale: float = 1.0, section: str = "metrics") -> Callable[[dict], float]:
@@ -77,11 +79,14 @@ TABLES: dict[str, Table] = {
                     _metric("remaining_fraction"), 4, "fraction"),
     "cpu_memory": Table("Peak CPU memory during inference, resident set (MiB)",
                         _metric("cpu_rss_peak_bytes", 1 / MIB), 1, "MiB", "table4",
-                        of_the_machine=True),
+                        of_the_machine=True,
+                        unmeasured="the smoke preset, for tests, does not measure it"),
     "gpu_allocated": Table("Peak GPU memory allocated during inference (GB)",
-                           _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "GB", "table5"),
+                           _metric("gpu_peak_allocated_bytes", 1 / GB), 3, "GB", "table5",
+                           unmeasured="it needs a CUDA device"),
     "gpu_reserved": Table("Peak GPU memory reserved during inference (GB)",
-                          _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "GB", "table6"),
+                          _metric("gpu_peak_reserved_bytes", 1 / GB), 3, "GB", "table6",
+                          unmeasured="it needs a CUDA device"),
     "prune_time": Table("Time to score and prune at initialization (s)",
                         _metric("prune_s", section="timings"), 2, "s",
                         clock=("timings", "prune"), of_the_machine=True),
@@ -595,7 +600,8 @@ def tables_markdown(records: list[dict], heading: str = "###") -> str:
     (:func:`scale`): a row per method and a column per compression (narrow enough for a page),
     ours beside the survey's where it has the table
     (:func:`beside_survey`, its unit and uncertain cells said), then the notes its cells need
-    (:func:`notes`). A table no run measured (GPU memory on a CPU) shows the survey's alone."""
+    (:func:`notes`). A table no run measured (GPU memory on a CPU, CPU memory at the smoke
+    preset) shows the survey's alone, saying why."""
     survey = survey_source()
     other_devices = left_out(records)
     machine_note = other_devices and (
@@ -621,7 +627,8 @@ def tables_markdown(records: list[dict], heading: str = "###") -> str:
                       f"{printed['unit']}{doubtful})")
             if (ours == "n/a").all().all():
                 survey_table = survey_numbers(name).T.rename_axis("method")
-                parts += [f"No run here measured this (it needs a CUDA device); {source}:",
+                why = f" ({t.unmeasured})" if t.unmeasured else ""
+                parts += [f"No run here measured this{why}; {source}:",
                           markdown(survey_table.rename(columns=lambda c: f"c = {c:g}"),
                                    t.decimals)]
                 continue

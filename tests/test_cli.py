@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sparse_survey import train
 from sparse_survey.experiment import preset_precision
@@ -126,6 +127,9 @@ def test_cli_sweep_then_report(tmp_path):
     assert "| method | c = 0.05 | c = 0.1 | c = 0.2 | c = 0.5 | c = 1 | c = 2 |" in text
     assert "| Rand | n/a | n/a | n/a | n/a |" in text and "| ↳ survey | 88.08 |" in text
     assert "| method | c = 1 |" in text  # a table the survey lacks: our compressions only
+    assert "No run here measured this (the smoke preset, for tests, does not measure it)" in text
+    if not torch.cuda.is_available():  # the sweep ran on the CPU
+        assert text.count("No run here measured this (it needs a CUDA device)") == 2
     assert (tmp_path / "report" / "accuracy.png").exists()
     assert (tmp_path / "report" / "layer_density.svg").exists()
     here = preset_precision("smoke")  # the sweep's runs took this machine's precision
