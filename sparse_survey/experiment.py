@@ -73,7 +73,7 @@ class Preset:
 
 PRESETS = {
     # tests and CI: seconds on a CPU. No CPU-memory probe: its fresh process (Python and torch
-    # starting) took 1.4 s of a 1.5 s run on a 2-core AMD EPYC, and what it measured of the
+    # starting) took 1.4 s of a 1.5 s run on a 2-core Intel Xeon, and what it measured of the
     # MLP was torch's own 606 MiB plus 1-4 MiB of inference, the same for every method
     "smoke": Preset("mlp", 1.0, "digits", 30,
                     Recipe(epochs=10, batch_size=32, lr=0.05, weight_decay=5e-4,
