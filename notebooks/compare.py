@@ -399,48 +399,57 @@ tutorial.glue_numbers(
 # measurement noise.
 
 # %%
-spread = pd.DataFrame(
-    {
-        name: report.summary(report.uncontended(records, name), name)[0].pipe(
-            lambda t: t.max() / t.min()
-        )
-        for name in ("inference_time", "cpu_memory")
-    }
-)
-tutorial.show(
-    spread.rename_axis("method"),
-    3,
-    title="Largest over smallest mean across compressions, per method",
-)
 shared = [r for r in finished if report.contended(r, "inference_time")]
 alone = report.uncontended(finished, "inference_time")
-seconds = pd.DataFrame(
+measured = {"inference_time": alone, "cpu_memory": finished}
+spread = pd.DataFrame(
     {
-        "machine": [report.host(r) for r in alone],
-        "inference time (s)": [r["metrics"]["time_s"] for r in alone],
+        name: report.summary(runs, name)[0].pipe(lambda t: t.max() / t.min())
+        for name, runs in measured.items()
+        if runs
     }
-)
-by_machine = (
-    seconds.groupby("machine")["inference time (s)"]
-    .describe()[["count", "min", "50%", "max"]]
-    .rename(columns={"50%": "median"})
-    .astype({"count": int})
-)
-tutorial.show(
-    by_machine,
-    2,
-    title="Inference time of the test set by machine, runs timed alone",
-)
-glue(
-    "compare_time_by_machine",
-    tutorial.for_the_book(by_machine).format(precision=2),
-    display=False,
-)
+).dropna(axis="columns", how="all")
+glued = {"inference_time": "time_spread", "cpu_memory": "memory_spread"}
+why_not = {  # why a column has no number
+    "inference_time": "no run was timed alone",
+    "cpu_memory": report.TABLES["cpu_memory"].unmeasured,
+}
+for name in measured:
+    if name not in spread:
+        print(f"no spread of {name}: {why_not[name]}")
+if len(spread.columns):
+    tutorial.show(
+        spread.rename_axis("method"),
+        3,
+        title="Largest over smallest mean across compressions, per method",
+    )
+if alone:
+    seconds = pd.DataFrame(
+        {
+            "machine": [report.host(r) for r in alone],
+            "inference time (s)": [r["metrics"]["time_s"] for r in alone],
+        }
+    )
+    by_machine = (
+        seconds.groupby("machine")["inference time (s)"]
+        .describe()[["count", "min", "50%", "max"]]
+        .rename(columns={"50%": "median"})
+        .astype({"count": int})
+    )
+    tutorial.show(
+        by_machine,
+        2,
+        title="Inference time of the test set by machine, runs timed alone",
+    )
+    glue(
+        "compare_time_by_machine",
+        tutorial.for_the_book(by_machine).format(precision=2),
+        display=False,
+    )
 tutorial.glue_numbers(
     "compare",
-    time_spread=float(spread["inference_time"].max()),
-    memory_spread=float(spread["cpu_memory"].max()),
     contended_runs=len(shared),
+    **{glued[name]: float(column.max()) for name, column in spread.items()},
 )
 print(
     f"{len(shared)} of {len(finished)} runs were timed while other work "

@@ -2,6 +2,7 @@
 jupytext pairs are in sync; the committed .ipynb files carry no outputs."""
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,6 +141,36 @@ def test_compare_run_from_the_notebooks_folder_reads_the_repositorys_laptop_reco
     assert len(grid) == 48  # the survey's grid: 5 one-shot x 6 + IMP 3 x 6
     assert int(values["compare_runs"]) == len(committed)
 
+
+
+def test_compare_says_why_a_cost_has_no_spread_instead_of_showing_nan(results, tmp_path):
+    """A store whose runs were all timed while other work shared the machine, and which
+    measured no CPU memory (the smoke preset's own runs): the compare notebook says why each
+    spread is missing, shows no NaN, and glues neither spread."""
+    store = tmp_path / "store"
+    shutil.copytree(results / "smoke", store / "smoke")
+    for path in (store / "smoke").glob("*.json"):
+        record = json.loads(path.read_text())
+        if record["status"] == "finished":
+            metrics = record["metrics"]
+            metrics["time_passes_wait_s"] = metrics["time_passes_s"]  # waited all along
+            metrics.pop("cpu_rss_peak_bytes", None)
+        path.write_text(json.dumps(record))
+    out = tmp_path / "compare.ipynb"
+    papermill.execute_notebook(str(NOTEBOOKS / "compare.ipynb"), str(out), kernel_name="python3",
+                               cwd=str(ROOT), parameters={"preset": "smoke",
+                                                          "results": str(store)},
+                               progress_bar=False)
+    executed = json.loads(out.read_text())
+    text = json.dumps([cell.get("outputs", []) for cell in executed["cells"]])
+    assert "no spread of inference_time: no run was timed alone" in text
+    assert "no spread of cpu_memory: the smoke preset, for tests, does not measure it" in text
+    assert "Largest over smallest" not in text and "| nan" not in text.lower()
+    values = glued(executed)
+    assert "compare_time_spread" not in values and "compare_memory_spread" not in values
+    compared = report.survey_runs(Store(store).records("smoke"))  # what the notebook reads
+    assert int(values["compare_contended_runs"]) == sum(r["status"] == "finished"
+                                                         for r in compared) > 0
 
 @pytest.mark.parametrize("name", ORDER)
 def test_jupytext_pair_is_in_sync_and_the_ipynb_has_no_outputs(name):
