@@ -558,9 +558,11 @@ def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
 def host(record: dict) -> str:
     """The machine a run was made on, as a table names it: the device's name and, for a CPU
     whose record says, the vector instructions torch dispatched there (CPUs of one name can
-    differ in them, and with them in the speed of every kernel)."""
+    differ in them, and with them in the speed of every kernel). Trademark signs are left out:
+    "Intel(R) Xeon(R) Processor" is named "Intel Xeon Processor"."""
     ran = record.get("environment", {})
-    name, capability = ran.get("device_name", "?"), ran.get("cpu_capability")
+    name = re.sub(r"\((R|TM)\)", "", ran.get("device_name", "?"), flags=re.IGNORECASE)
+    capability = ran.get("cpu_capability")
     on_cpu = str(ran.get("device", "cpu")).startswith("cpu")
     return f"{name} with {capability}" if on_cpu and capability else name
 

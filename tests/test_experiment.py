@@ -401,6 +401,9 @@ def test_the_scale_line_names_each_machine_and_how_many_runs_it_made():
         ", on AMD EPYC with AVX2 (1 run), AMD EPYC with AVX512 (2 runs); seeds per cell: 3")
     assert ", fp32, on AMD EPYC with AVX512; seeds" in report.scale(two[1:])
     assert report.host(on(None)) == report.host(on("AVX2", device="cuda:0")) == "AMD EPYC"
+    xeon = on("AVX512")
+    xeon["environment"]["device_name"] = "Intel(R) Xeon(R) Processor"
+    assert report.host(xeon) == "Intel Xeon Processor with AVX512"  # no trademark signs
 
 
 def test_times_and_memory_come_from_one_kind_of_device_and_say_which_runs_they_leave_out():
