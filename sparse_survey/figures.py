@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .files import atomic_write
 from .report import IMP_LABEL, ONE_SHOT, TABLES, contended, ordered_labels, summary, survey_numbers
@@ -263,25 +262,6 @@ def sparse_speed_figure(rows: list[dict], path: Path | None = None):
     ax.set_ylabel("forward pass (ms)")
     ax.set_title("What sparsity buys: masked dense against sparse kernels")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    return _save(fig, path)
-
-
-@book_style
-def controls_figure(table: pd.DataFrame, title: str, path: Path | None = None):
-    """Test accuracy (%) against density of each column of ``table`` (a ``density`` column and
-    one column per arm, e.g. the winning ticket and its controls)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name in table.columns.drop("density"):
-        ax.plot(table["density"], table[name], "-o", label=name)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density (kept fraction of prunable weights)")
-    ax.set_ylabel("top-1 test accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _save(fig, path)
 

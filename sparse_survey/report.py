@@ -527,16 +527,6 @@ def imp_rounds(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("compression")
 
 
-def controls_table(arms: dict[str, list[dict]]) -> pd.DataFrame:
-    """Test accuracy (%) of each arm (a name and its records, e.g. a winning ticket and its
-    controls) by compression, the mean over finished seeds, beside the density."""
-    columns = {name: frame(records).groupby("compression")["accuracy"].mean()
-               for name, records in arms.items()}
-    table = pd.DataFrame(columns)
-    table.insert(0, "density", [10.0 ** -c for c in table.index])
-    return table
-
-
 def markdown(df: pd.DataFrame, decimals: int = 2) -> str:
     """A GitHub-flavoured markdown table (the index becomes the first column)."""
     def text(v) -> str:

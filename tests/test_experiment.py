@@ -433,15 +433,16 @@ def test_times_and_memory_come_from_one_kind_of_device_and_say_which_runs_they_l
 
 
 def test_every_method_of_a_figure_is_drawn_its_own_way_and_the_same_way_everywhere():
-    """The results figure's methods, the references after training, SET, RigL and static, and
-    a method with every control: no two lines share colour, line style and marker; and a
-    method's colour and marker do not depend on the figure (SynFlow looks the same beside the
-    survey's grid and beside SET and RigL)."""
+    """The results figure's methods, the references after training, SET, RigL and static, a
+    method with every control and a lottery ticket with its two: no two lines share colour,
+    line style and marker; and a method's colour and marker do not depend on the figure
+    (SynFlow looks the same beside the survey's grid and beside SET and RigL)."""
     labels = ["Rand", "Mag", "SNIP", "GraSP", "SynFlow", "SNIP (train-mode BN)",
               "GraSP (train-mode BN)", "IMP (2 Iters)", "IMP (3 Iters)", "IMP (4 Iters)",
               "IMP (1 Iter)", "IMP (1 Iter, no rewind, fine-tuned)",
               "IMP (1 Iter, rewind to step 107)", "SET (ERK)", "RigL (ERK)", "Static (ERK)",
-              *(f"Mag, {control}" for control in experiment.CONTROLS.values())]
+              *(f"Mag, {control}" for control in experiment.CONTROLS.values()),
+              "IMP (2 Iters), random reinit", "IMP (2 Iters), layerwise shuffle"]
     records = [fabricated(label, "mag", c, 0, 0.5 + i / 100, 1.0)
                for i, label in enumerate(dict.fromkeys(labels)) for c in (1, 2)]
     figure = figures.accuracy_figure(records, with_survey=False)
@@ -467,6 +468,8 @@ def test_every_method_of_a_figure_is_drawn_its_own_way_and_the_same_way_everywhe
         figures.method_style("Mag, random reinit")["marker"]  # controls read apart
     assert figures.method_style("Mag, layerwise shuffle")["color"] == \
         figures.method_style("Mag")["color"]  # a control keeps its method's colour
+    assert figures.method_style("IMP (2 Iters), random reinit")["color"] == \
+        looks["IMP (2 Iters)"][0] != looks["IMP (3 Iters)"][0]  # a ticket's control, its rounds'
     # the survey's numbers and the seed bands are named in the legend where they are drawn
     seeded = records + [fabricated("Mag", "mag", c, 1, 0.6, 1.0) for c in (1, 2)]
     legend = [t.get_text() for t in figures.accuracy_figure(
