@@ -144,7 +144,6 @@ def test_compare_run_from_the_notebooks_folder_reads_the_repositorys_laptop_reco
     assert int(values["compare_runs"]) == len(committed)
 
 
-
 def test_compare_says_why_a_cost_has_no_spread_instead_of_showing_nan(results, tmp_path):
     """A store whose runs were all timed while other work shared the machine, and which
     measured no CPU memory (the smoke preset's own runs): the compare notebook says why each
@@ -173,6 +172,7 @@ def test_compare_says_why_a_cost_has_no_spread_instead_of_showing_nan(results, t
     compared = report.survey_runs(Store(store).records("smoke"))  # what the notebook reads
     assert int(values["compare_contended_runs"]) == sum(r["status"] == "finished"
                                                          for r in compared) > 0
+
 
 @pytest.mark.parametrize("name", ORDER)
 def test_jupytext_pair_is_in_sync_and_the_ipynb_has_no_outputs(name):
