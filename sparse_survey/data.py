@@ -17,7 +17,8 @@ does not exist is an error, not a reason to look elsewhere):
 
 Decoding 60,000 JPEGs takes a while (10-20 s, with a progress bar), so the decoded arrays are
 cached once per archive or folder as an ``.npz`` file in ``$SPARSE_SURVEY_CACHE`` (default
-``~/.cache/sparse_survey``); a second load reads that file in well under two seconds.
+``~/.cache/sparse_survey``); a second load reads that file in well under two seconds. When the
+source changes (an archive downloaded again), its new cache replaces the old one.
 """
 
 from __future__ import annotations
@@ -232,8 +233,9 @@ def image_folder(source: Path, cache_dir=None,
     """The ``(train, test)`` splits of an ImageFolder tree (a folder, or a zip or tar archive of
     one; see :func:`decode_image_folder`), named after it. Decoded once; later loads read the
     cached arrays. A damaged cache file is decoded again (with a warning naming it); where the
-    cache cannot be written, the data is used uncached (with a warning)."""
-    cache = Path(cache_dir or default_cache_dir()) / f"{_stem(source)}-{_fingerprint(source)}.npz"
+    cache cannot be written, the data is used uncached (with a warning). Writing a source's cache
+    removes its outdated ones (see :func:`cache_file`)."""
+    cache = cache_file(source, cache_dir)
     remove_stale_temporaries(cache)
     arrays = _read_cache(cache)
     if arrays is None:
@@ -243,6 +245,8 @@ def image_folder(source: Path, cache_dir=None,
         except OSError as error:
             warnings.warn(f"cannot write the decoded-image cache {cache} ({error}); going on "
                           "without it, so the next load decodes again", stacklevel=3)
+        else:
+            remove_outdated_caches(cache)
     return _pair(_stem(source), arrays["classes"].tolist(), arrays["train_x"], arrays["train_y"],
                  arrays["test_x"], arrays["test_y"], stats=(arrays["mean"], arrays["std"]))
 
@@ -250,11 +254,37 @@ def image_folder(source: Path, cache_dir=None,
 CACHED_ARRAYS = ("classes", "train_x", "train_y", "test_x", "test_y", "mean", "std")
 
 
+def cache_file(source: Path, cache_dir=None) -> Path:
+    """The cache file of an image source: ``<name>-<where>-<version>.npz``, ``where`` a digest of
+    the source's path and ``version`` one of its contents' sizes and times (see
+    :func:`_fingerprint`), so that a changed source gets a new file and its old one is known."""
+    where = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:8]
+    name = f"{_stem(source)}-{where}-{_fingerprint(source)}.npz"
+    return Path(cache_dir or default_cache_dir()) / name
+
+
+def remove_outdated_caches(cache: Path) -> list[Path]:
+    """Remove the cache files that ``cache`` supersedes, and return them: the same source's other
+    versions, and files of the same name in the old naming, ``<name>-<digest>.npz``, which this
+    version never reads. Each is a whole decoded data set (180 MB for CIFAR-10)."""
+    name, where, _ = cache.stem.rsplit("-", 2)
+    outdated = [p for p in cache.parent.glob(f"{name}-*.npz") if p != cache and (
+        p.stem.startswith(f"{name}-{where}-") or _old_name(p.stem, name))]
+    for path in outdated:
+        path.unlink(missing_ok=True)
+    return outdated
+
+
+def _old_name(stem: str, name: str) -> bool:
+    digest = stem.removeprefix(f"{name}-")
+    return len(digest) == 12 and all(ch in "0123456789abcdef" for ch in digest)
+
+
 def _fingerprint(source: Path) -> str:
-    """A digest of what the decoded arrays depend on: the source's path and, for an archive, its
-    size and modification time; for a folder, those of every file below it (so that images added
-    under ``train/<class>/`` are seen)."""
-    digest = hashlib.sha1(str(source.resolve()).encode())
+    """A digest of what the decoded arrays depend on: for an archive, its size and modification
+    time; for a folder, those of every file below it (so that images added under
+    ``train/<class>/`` are seen)."""
+    digest = hashlib.sha1()
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     for path in files:
         stat = path.stat()

@@ -1,3 +1,4 @@
+import os
 import tarfile
 import zipfile
 
@@ -63,6 +64,24 @@ def test_second_load_hits_the_cache(image_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "decode_image_folder", no_decoding)
     second = data.image_folder(root, tmp_path / "cache")
     assert torch.equal(first[0].images, second[0].images)
+
+
+def test_a_changed_source_replaces_its_outdated_caches_and_no_others(image_folder, tmp_path):
+    root, _ = image_folder
+    cache_dir = tmp_path / "cache"
+    first = data.cache_file(root, cache_dir)
+    data.image_folder(root, cache_dir)
+    old_naming = cache_dir / "tiny-0123456789ab.npz"  # this name is never read again
+    elsewhere = cache_dir / "tiny-89abcdef-0123456789ab.npz"  # a "tiny" at another path
+    other = cache_dir / "other-0123456789ab.npz"
+    for path in (old_naming, elsewhere, other):
+        path.write_bytes(b"")
+    image = next(root.rglob("*.png"))
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    second = data.cache_file(root, cache_dir)
+    assert second != first and second.name.startswith(first.name[:len("tiny-") + 9])
+    data.image_folder(root, cache_dir)
+    assert sorted(cache_dir.glob("*.npz")) == sorted([second, elsewhere, other])
 
 
 def test_missing_cifar10_says_where_it_looked_and_what_to_do(tmp_path, monkeypatch):
